@@ -1,0 +1,3 @@
+from hdrlog.cli import main
+
+raise SystemExit(main())
