@@ -1,0 +1,257 @@
+/* common.bpf.c — maps, event emission and socket attribution shared by every TLS library's probes.
+ *
+ * src/hdrlog/loader.py compiles one main text: this file, then each TLS library's probe file
+ * (openssl.bpf.c, ...), concatenated with #line markers, because bcc rewrites map accesses and generates
+ * tracepoint argument structs only in the main file. Build-time settings come as -D flags from src/hdrlog/loader.py (never text substitution):
+ *   HDRLOG_MAX_BYTES        data bytes captured per TLS call (rest counted in `len`, not copied)
+ *   HDRLOG_RINGBUF_PAGES    ring buffer size in pages (power of two)
+ *   HDRLOG_SKC_V6_DADDR, HDRLOG_SKC_V6_RCV_SADDR   offsets in struct sock_common (from BTF)
+ *
+ * Kernel structs are not walked beyond struct sock_common's head: bcc compiles against Debian's 6.1
+ * headers while the kernel may be newer, so only the long-stable layout is trusted, and no kernel macro
+ * (min(), ntohs()) is used.
+ */
+#include <uapi/linux/ptrace.h>
+#include "hdrlog.h"
+
+#ifndef HDRLOG_MAX_BYTES
+#define HDRLOG_MAX_BYTES 16384
+#endif
+#ifndef HDRLOG_RINGBUF_PAGES
+#define HDRLOG_RINGBUF_PAGES 1024
+#endif
+#ifndef HDRLOG_SKC_V6_DADDR
+#define HDRLOG_SKC_V6_DADDR 56
+#endif
+#ifndef HDRLOG_SKC_V6_RCV_SADDR
+#define HDRLOG_SKC_V6_RCV_SADDR 72
+#endif
+
+#define HDRLOG_CHUNK 16384
+#define HDRLOG_MAX_CHUNKS ((HDRLOG_MAX_BYTES + HDRLOG_CHUNK - 1) / HDRLOG_CHUNK)
+
+/* a TLS call in flight on one thread: stashed at entry, completed at return */
+struct hdrlog_call {
+	__u64 conn;
+	__u64 buf;
+	__u64 lenp; /* size_t * of the _ex variants */
+	__u8 fn;
+	__u8 attr;
+	__u8 _pad[6];
+	struct hdrlog_tuple tuple;
+};
+
+struct hdrlog_connkey {
+	__u32 pid;
+	__u32 _pad;
+	__u64 conn;
+};
+
+struct hdrlog_buf {
+	struct hdrlog_event h;
+	__u8 data[HDRLOG_CHUNK];
+};
+
+BPF_RINGBUF_OUTPUT(events, HDRLOG_RINGBUF_PAGES);
+BPF_HASH(calls, __u64, struct hdrlog_call, 16384);            /* pid_tgid -> call in flight */
+BPF_HASH(targets, __u32, __u8, 4096);                          /* tgids being traced */
+BPF_HASH(recv_hint, __u64, struct hdrlog_tuple, 16384);       /* pid_tgid -> last socket received on */
+BPF_HASH(send_pending, __u64, __u64, 16384);                  /* pid_tgid -> conn written with no socket seen */
+BPF_HASH(lost, struct hdrlog_connkey, __u32, 16384);          /* connections that lost events */
+BPF_PERCPU_ARRAY(scratch, struct hdrlog_buf, 1);
+BPF_PERCPU_ARRAY(stats, __u64, HDRLOG_STAT_MAX);
+
+static __always_inline void hdrlog_count(int slot, __u64 n)
+{
+	__u64 *v = stats.lookup(&slot);
+	if (v)
+		*v += n;
+}
+
+static __always_inline __u16 hdrlog_swab16(__u16 x)
+{
+	return (__u16)((x >> 8) | (x << 8));
+}
+
+/* struct sock_common begins: skc_daddr, skc_rcv_saddr, skc_hash, skc_dport (net order), skc_num */
+static __always_inline void hdrlog_read_tuple(void *sk, __u16 family, struct hdrlog_tuple *t)
+{
+	__u8 head[16] = {};
+	bpf_probe_read_kernel(head, sizeof(head), sk);
+	t->family = family;
+	t->rport = hdrlog_swab16(*(__u16 *)&head[12]);
+	t->lport = *(__u16 *)&head[14];
+	if (family == 2) {
+		__builtin_memcpy(t->raddr, &head[0], 4);
+		__builtin_memcpy(t->laddr, &head[4], 4);
+	} else {
+		bpf_probe_read_kernel(t->raddr, 16, (char *)sk + HDRLOG_SKC_V6_DADDR);
+		bpf_probe_read_kernel(t->laddr, 16, (char *)sk + HDRLOG_SKC_V6_RCV_SADDR);
+	}
+}
+
+static __always_inline void hdrlog_fill(struct hdrlog_event *e, __u64 id, __u64 conn, __u8 kind, __u8 fn,
+					__u8 dir)
+{
+	e->ts_ns = bpf_ktime_get_ns();
+	e->conn = conn;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->len = 0;
+	e->cap = 0;
+	e->offset = 0;
+	e->lost = 0;
+	e->kind = kind;
+	e->fn = fn;
+	e->dir = dir;
+	e->attr = HDRLOG_ATTR_NONE;
+	e->_pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/* events this connection lost before now; the consumer resynchronises its parsers on it */
+static __always_inline __u32 hdrlog_take_lost(__u32 pid, __u64 conn)
+{
+	struct hdrlog_connkey k = {.pid = pid, .conn = conn};
+	__u32 *n = lost.lookup(&k);
+	if (!n)
+		return 0;
+	__u32 v = *n;
+	lost.delete(&k);
+	return v;
+}
+
+static __always_inline void hdrlog_note_lost(__u32 pid, __u64 conn, __u64 bytes)
+{
+	struct hdrlog_connkey k = {.pid = pid, .conn = conn};
+	__u32 one = 1;
+	__u32 *n = lost.lookup(&k);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		lost.update(&k, &one);
+	hdrlog_count(HDRLOG_STAT_DROPPED, 1);
+	hdrlog_count(HDRLOG_STAT_DROPPED_BYTES, bytes);
+}
+
+static __always_inline void hdrlog_submit(struct hdrlog_buf *b, __u64 size)
+{
+	if (events.ringbuf_output(b, size, 0) == 0)
+		hdrlog_count(HDRLOG_STAT_EMITTED, 1);
+	else
+		hdrlog_note_lost(b->h.pid, b->h.conn, b->h.cap);
+}
+
+/* an event without data (handshake, close, link) */
+static __always_inline void hdrlog_emit_meta(__u64 id, __u64 conn, __u8 kind, __u8 fn, __u8 attr,
+					     struct hdrlog_tuple *t)
+{
+	__u32 zero = 0;
+	struct hdrlog_buf *b = scratch.lookup(&zero);
+	if (!b)
+		return;
+	hdrlog_fill(&b->h, id, conn, kind, fn, HDRLOG_DIR_NONE);
+	b->h.attr = attr;
+	if (t)
+		__builtin_memcpy(&b->h.tuple, t, sizeof(*t));
+	else
+		__builtin_memset(&b->h.tuple, 0, sizeof(b->h.tuple));
+	b->h.lost = hdrlog_take_lost(b->h.pid, conn);
+	hdrlog_submit(b, sizeof(b->h));
+}
+
+/* plaintext of one completed TLS call, in chunks of at most HDRLOG_CHUNK bytes */
+static __always_inline void hdrlog_emit_data(__u64 id, struct hdrlog_call *c, __u64 len, __u8 dir)
+{
+	__u32 zero = 0;
+	struct hdrlog_buf *b = scratch.lookup(&zero);
+	if (!b)
+		return;
+	hdrlog_fill(&b->h, id, c->conn, HDRLOG_EV_DATA, c->fn, dir);
+	b->h.len = (__u32)len;
+	b->h.attr = c->attr;
+	__builtin_memcpy(&b->h.tuple, &c->tuple, sizeof(c->tuple));
+	b->h.lost = hdrlog_take_lost(b->h.pid, c->conn);
+#pragma unroll
+	for (int i = 0; i < HDRLOG_MAX_CHUNKS; i++) {
+		__u64 off = (__u64)i * HDRLOG_CHUNK;
+		if (off >= len)
+			break;
+		__u64 n = len - off;
+		if (n > HDRLOG_CHUNK)
+			n = HDRLOG_CHUNK;
+		if (off + n > HDRLOG_MAX_BYTES)
+			n = HDRLOG_MAX_BYTES - off;
+		if (n > HDRLOG_CHUNK) /* restated for the verifier */
+			n = HDRLOG_CHUNK;
+		if (bpf_probe_read_user(b->data, n, (void *)(c->buf + off)) != 0)
+			n = 0; /* page not resident: the header still tells len */
+		b->h.offset = (__u32)off;
+		b->h.cap = (__u32)n;
+		hdrlog_submit(b, sizeof(b->h) + n);
+		b->h.lost = 0;
+	}
+}
+
+/* entry of a TLS call: remember it for the return probe and for socket tracepoints */
+static __always_inline void hdrlog_call_enter(__u64 conn, __u64 buf, __u64 lenp, __u8 fn, int is_read)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct hdrlog_call c = {};
+	c.conn = conn;
+	c.buf = buf;
+	c.lenp = lenp;
+	c.fn = fn;
+	if (is_read) {
+		struct hdrlog_tuple *hint = recv_hint.lookup(&id);
+		if (hint) {
+			__builtin_memcpy(&c.tuple, hint, sizeof(c.tuple));
+			c.attr = HDRLOG_ATTR_RECV_BEFORE;
+		}
+	}
+	if (calls.update(&id, &c) != 0)
+		hdrlog_count(HDRLOG_STAT_CALLS_FULL, 1);
+}
+
+/* every socket send/recv on the machine passes here; only traced threads do any work */
+static __always_inline void hdrlog_on_sock(void *sk, __u16 family, __u16 protocol, int is_send)
+{
+	if (protocol != 6 || (family != 2 && family != 10))
+		return;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct hdrlog_call *c = calls.lookup(&id);
+	if (c) {
+		if (c->attr != HDRLOG_ATTR_IN_CALL) {
+			hdrlog_read_tuple(sk, family, &c->tuple);
+			c->attr = HDRLOG_ATTR_IN_CALL;
+		}
+		return;
+	}
+	__u32 tgid = id >> 32;
+	if (!targets.lookup(&tgid))
+		return;
+	struct hdrlog_tuple t = {};
+	hdrlog_read_tuple(sk, family, &t);
+	if (!is_send) {
+		recv_hint.update(&id, &t);
+		return;
+	}
+	__u64 *pending = send_pending.lookup(&id);
+	if (pending) {
+		__u64 conn = *pending;
+		send_pending.delete(&id);
+		hdrlog_emit_meta(id, conn, HDRLOG_EV_LINK, 0, HDRLOG_ATTR_SEND_AFTER, &t);
+	}
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+	hdrlog_on_sock(args->sk, args->family, args->protocol, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+	hdrlog_on_sock(args->sk, args->family, args->protocol, 1);
+	return 0;
+}

@@ -1,0 +1,86 @@
+/* hdrlog.h — the one event layout shared by every probe in probes/.
+ *
+ * Decoded in Python in exactly one place: src/hdrlog/events.py (EVENT_HEADER). tests/test_events.py
+ * compiles this header with gcc and checks every field's offset and size against that decoder.
+ * Keep fields naturally aligned and the struct free of implicit padding.
+ */
+#ifndef HDRLOG_H
+#define HDRLOG_H
+
+#define HDRLOG_ABI 1
+
+/* what an event says */
+enum hdrlog_kind {
+	HDRLOG_EV_DATA = 1,      /* plaintext bytes read or written (maybe one chunk of several) */
+	HDRLOG_EV_HANDSHAKE = 2, /* TLS handshake step; carries the connection tuple if one was seen */
+	HDRLOG_EV_CLOSE = 3,     /* the TLS object is freed (its address may be reused afterwards) */
+	HDRLOG_EV_LINK = 4,      /* connection tuple learned outside a TLS call (memory-BIO servers) */
+};
+
+/* which function produced it */
+enum hdrlog_fn {
+	HDRLOG_FN_SSL_READ = 1,
+	HDRLOG_FN_SSL_READ_EX = 2,
+	HDRLOG_FN_SSL_WRITE = 3,
+	HDRLOG_FN_SSL_WRITE_EX = 4,
+	HDRLOG_FN_SSL_DO_HANDSHAKE = 5,
+	HDRLOG_FN_SSL_FREE = 6,
+	HDRLOG_FN_GO_READ = 7,
+	HDRLOG_FN_GO_WRITE = 8,
+	HDRLOG_FN_GO_CLOSE = 9,
+};
+
+enum hdrlog_dir {
+	HDRLOG_DIR_NONE = 0,
+	HDRLOG_DIR_IN = 1,  /* plaintext the process read */
+	HDRLOG_DIR_OUT = 2, /* plaintext the process wrote */
+};
+
+/* how the tuple in the event was learned */
+enum hdrlog_attr {
+	HDRLOG_ATTR_NONE = 0,        /* no socket seen */
+	HDRLOG_ATTR_IN_CALL = 1,     /* socket I/O on the same thread inside the TLS call: exact */
+	HDRLOG_ATTR_RECV_BEFORE = 2, /* last socket the thread received on before the call (memory BIO) */
+	HDRLOG_ATTR_SEND_AFTER = 3,  /* first socket the thread sent on after the call (memory BIO) */
+	HDRLOG_ATTR_GO_FD = 4,       /* Go: fd read through *tls.Conn -> net.Conn -> *netFD */
+};
+
+/* a TCP connection as seen from the traced process */
+struct hdrlog_tuple {
+	__u16 family;   /* AF_INET (2) / AF_INET6 (10) / 0 */
+	__u16 lport;    /* host order */
+	__u16 rport;    /* host order */
+	__u16 _pad;
+	__u8 laddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 raddr[16];
+};
+
+struct hdrlog_event {
+	__u64 ts_ns;    /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u64 conn;     /* SSL* or *tls.Conn: connection identity within pid (reused after CLOSE) */
+	__u32 pid;      /* tgid */
+	__u32 tid;
+	__u32 len;      /* bytes the call moved in total (original length) */
+	__u32 cap;      /* bytes of data that follow this header */
+	__u32 offset;   /* offset of this chunk within the call's bytes */
+	__u32 lost;     /* events of this connection dropped (ring buffer full) just before this one */
+	__u8 kind;      /* enum hdrlog_kind */
+	__u8 fn;        /* enum hdrlog_fn */
+	__u8 dir;       /* enum hdrlog_dir */
+	__u8 attr;      /* enum hdrlog_attr */
+	struct hdrlog_tuple tuple; /* valid when attr != HDRLOG_ATTR_NONE */
+	char comm[16];
+	__u32 _pad;
+	/* followed by `cap` bytes of data */
+};
+
+/* slots of the per-CPU `stats` array, summed by the consumer */
+enum hdrlog_stat {
+	HDRLOG_STAT_EMITTED = 0,       /* events written to the ring buffer */
+	HDRLOG_STAT_DROPPED = 1,       /* events the ring buffer had no room for */
+	HDRLOG_STAT_DROPPED_BYTES = 2, /* data bytes in those events */
+	HDRLOG_STAT_CALLS_FULL = 3,    /* TLS calls not followed: in-flight table full */
+	HDRLOG_STAT_MAX = 4,
+};
+
+#endif

@@ -1,0 +1,178 @@
+"""Command line: hdrlog attach | demo | replay | setup."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from hdrlog import __version__
+from hdrlog.errors import HdrlogError
+
+ATTACH_EPILOG = """\
+examples:
+  hdrlog attach --pid $(pgrep -o nginx)              # nginx master: covers its workers, also after reloads
+  hdrlog attach --pid 4242 --output /var/tmp/h.jsonl --duration 60
+  hdrlog attach --pid 4242 --format pretty            # one readable line per message
+
+output: one JSON object per line on stdout (or --output FILE, created mode 0600). Records of
+type "http" carry pid, tid, comm, lib, direction ("in" = the process read it, "out" = it wrote it),
+conn {id, role, local, peer, attribution}, proto, kind, method/path/authority or status/latency_ms,
+headers [[name, value], ...] in wire order, truncated. Other types: attach, loss, exit, summary.
+Diagnostics (the "attached" line, the exit summary) go to stderr.
+
+secrets: values of Authorization, Cookie, Set-Cookie, API-key style headers and secret-looking query
+parameters are replaced by <redacted:HASH> (an HMAC with a per-machine key in /var/lib/hdrlog, so equal
+secrets correlate). --show-secrets turns that off.
+
+needs root (or CAP_BPF + CAP_PERFMON), bcc (Debian python3-bpfcc) and kernel headers bcc can compile
+against; `hdrlog setup` prepares a Debian machine. Exit codes: 0 done, 2 a clear error (nothing left
+attached), 130 interrupted before attaching.
+"""
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hdrlog",
+        description="Show, live, the decrypted HTTP headers a running HTTPS gateway reads and writes "
+        "(eBPF uprobes on its TLS library; no proxy, no restart, no keys).",
+    )
+    p.add_argument("--version", action="version", version=f"hdrlog {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    a = sub.add_parser(
+        "attach", help="attach to running processes and print their HTTP messages",
+        description="Attach to running processes' TLS functions and print every HTTP message they read "
+        "and write, until Ctrl-C/SIGTERM, --duration, or every target has exited.",
+        epilog=ATTACH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("--pid", type=int, action="append", required=True, metavar="PID",
+                   help="process to attach to (repeatable); its child processes are followed, including "
+                   "ones started later (nginx workers after a reload)")
+    a.add_argument("--output", "-o", metavar="FILE", help="write JSON lines to FILE (mode 0600) instead of stdout")
+    a.add_argument("--format", choices=("jsonl", "pretty"), default=None,
+                   help="jsonl (default; pretty when stdout is a terminal and no --output)")
+    a.add_argument("--duration", type=_positive_float, metavar="SEC", help="stop after SEC seconds")
+    a.add_argument("--max-bytes", type=int, default=16384, metavar="N",
+                   help="plaintext bytes captured per TLS call (default 16384); longer calls are counted "
+                   "and marked truncated")
+    a.add_argument("--ringbuf-mb", type=int, default=4, metavar="MB",
+                   help="BPF ring buffer size in MiB, a power of two (default 4); drops are reported")
+    a.add_argument("--show-secrets", action="store_true", help="do not redact credentials (see below)")
+    a.add_argument("--no-follow", action="store_true", help="do not follow child processes of --pid")
+    a.add_argument("--record-events", metavar="FILE",
+                   help="also save raw kernel events to FILE for `hdrlog replay` (contains plaintext, "
+                   "secrets included; mode 0600)")
+
+    d = sub.add_parser("demo", help="run a built-in HTTPS demo gateway and client, attached, and show the capture",
+                       description="Start a loopback HTTPS demo gateway (Python ssl) and a client sending "
+                       "varied requests, attach hdrlog to the gateway, show what was captured and a summary.")
+    d.add_argument("--jsonl", action="store_true", help="print JSON lines instead of the readable view")
+    d.add_argument("--requests", type=int, default=12, metavar="N", help="client requests to send (default 12)")
+
+    r = sub.add_parser("replay", help="turn raw events saved with --record-events into records",
+                       description="Replay a raw event recording through the same pipeline as attach.")
+    r.add_argument("file")
+    r.add_argument("--format", choices=("jsonl", "pretty"), default="jsonl")
+    r.add_argument("--show-secrets", action="store_true")
+
+    s = sub.add_parser("setup", help="prepare this machine: kernel headers for bcc, tracefs",
+                       description="Link Debian's kernel headers where bcc looks for them (installing "
+                       "linux-headers-amd64 if none) and mount tracefs. Safe to re-run.")
+    s.add_argument("--no-apt", action="store_true", help="never run apt-get")
+    return p
+
+
+def _sink(fmt: str | None, output: str | None):
+    from hdrlog.sinks import JsonlSink, PrettySink
+
+    if fmt is None:
+        fmt = "pretty" if output is None and sys.stdout.isatty() else "jsonl"
+    if fmt == "pretty" and output is None:
+        return PrettySink()
+    if fmt == "pretty":
+        from hdrlog.sinks import open_private
+        import io
+
+        return PrettySink(io.TextIOWrapper(open_private(output), encoding="utf-8"), color=False)
+    return JsonlSink(output)
+
+
+def cmd_attach(args) -> int:
+    from hdrlog.session import Options, Session, install_signal_handlers
+
+    mb = args.ringbuf_mb
+    if mb < 1 or mb & (mb - 1):
+        raise HdrlogError(f"--ringbuf-mb must be a power of two (1, 2, 4, ...), not {mb}.")
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    opts = Options(
+        pids=args.pid, duration=args.duration, max_bytes=args.max_bytes, ringbuf_pages=mb * 256,
+        show_secrets=args.show_secrets, record_events=args.record_events, follow_children=not args.no_follow,
+    )
+    sink = _sink(args.format, args.output)
+    session = Session(opts, sink, stop=stop)
+    try:
+        session.start()
+        session.run()
+    finally:
+        session.close()
+        try:
+            sink.close()
+        except BrokenPipeError:
+            pass
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from hdrlog.redact import Redactor
+    from hdrlog.replay import replay
+
+    sink = _sink(args.format, None)
+    replay(args.file, sink, Redactor(show_secrets=args.show_secrets))
+    sink.close()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from hdrlog.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_setup(args) -> int:
+    from hdrlog.setupcmd import run_setup
+
+    return run_setup(args)
+
+
+COMMANDS = {"attach": cmd_attach, "demo": cmd_demo, "replay": cmd_replay, "setup": cmd_setup}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.cmd:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.cmd](args)
+    except HdrlogError as exc:
+        sys.stderr.write(f"hdrlog: error: {exc}\n")
+        return exc.exit_code
+    except BrokenPipeError:
+        # the reader went away (e.g. `hdrlog attach ... | head -3`): exit quietly
+        try:
+            sys.stdout = None
+        except Exception:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        return 130

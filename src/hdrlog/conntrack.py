@@ -1,0 +1,158 @@
+"""Connection tracking: kernel events → per-connection parsers and pairing → HTTP messages.
+
+A connection is (pid, TLS object address). Its tuple comes from the events: exact when a socket was seen
+inside the TLS call on the same thread, inferred (and said so) for memory-BIO servers. Lost or truncated
+data is passed to the parsers as a gap so they resynchronise instead of mis-framing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hdrlog.events import Attr, Dir, Event, Kind
+from hdrlog.http1 import Http1Parser
+from hdrlog.model import HttpMessage
+from hdrlog.pairing import Pairer
+
+CHUNK = 16384  # HDRLOG_CHUNK in probes/common.bpf.c
+
+ATTRIBUTION = {
+    Attr.NONE: None,
+    Attr.IN_CALL: "socket",
+    Attr.RECV_BEFORE: "recv-before",
+    Attr.SEND_AFTER: "send-after",
+    Attr.GO_FD: "go-fd",
+}
+# exact attributions replace inferred ones; inferred ones never replace exact ones
+_STRENGTH = {Attr.NONE: 0, Attr.RECV_BEFORE: 1, Attr.SEND_AFTER: 1, Attr.IN_CALL: 2, Attr.GO_FD: 2}
+DIRECTION = {Dir.IN: "in", Dir.OUT: "out"}
+
+
+@dataclass(slots=True)
+class Conn:
+    id: str
+    pid: int
+    addr: int
+    lib: str
+    comm: str
+    local: str | None = None
+    peer: str | None = None
+    attr: int = Attr.NONE
+    last_ns: int = 0
+    pairer: Pairer = field(default_factory=Pairer)
+    parsers: dict = field(default_factory=dict)
+    messages: int = 0
+    gaps: int = 0
+
+    @property
+    def role(self) -> str | None:
+        return self.pairer.role
+
+    @property
+    def attribution(self) -> str | None:
+        return ATTRIBUTION.get(self.attr)
+
+    def parser(self, direction: str) -> Http1Parser:
+        p = self.parsers.get(direction)
+        if p is None:
+            other = "out" if direction == "in" else "in"
+            pairer = self.pairer
+            p = self.parsers[direction] = Http1Parser(response_to=lambda: pairer.response_to(other))
+        return p
+
+    def learn(self, ev: Event) -> None:
+        """Exact attributions always apply; an inferred one only fills an unknown tuple."""
+        if ev.peer is None:
+            return
+        strength = _STRENGTH.get(ev.attr, 0)
+        if strength == 2 or strength > _STRENGTH.get(self.attr, 0):
+            self.local, self.peer, self.attr = ev.local, ev.peer, ev.attr
+
+
+Emit = Callable[[Conn, str, HttpMessage, Event], None]
+
+
+class Tracker:
+    """Feeds events to connections; calls emit(conn, direction, message, event) for every message."""
+
+    def __init__(self, emit: Emit, *, lib_of_pid: Callable[[int], str], max_bytes: int = 16384,
+                 idle_timeout_s: float = 300.0, max_conns: int = 100_000):
+        self.emit = emit
+        self.lib_of_pid = lib_of_pid
+        self.max_bytes = max_bytes
+        self.idle_ns = int(idle_timeout_s * 1e9)
+        self.max_conns = max_conns
+        self.conns: dict[tuple[int, int], Conn] = {}
+        self._ids = itertools.count(1)
+        self.counts = {"events": 0, "gaps": 0, "truncated_calls": 0, "closed": 0, "expired": 0}
+
+    def _conn(self, ev: Event) -> Conn:
+        key = (ev.pid, ev.conn)
+        c = self.conns.get(key)
+        if c is None:
+            if len(self.conns) >= self.max_conns:
+                self.expire(ev.ts_ns, force_oldest=True)
+            c = self.conns[key] = Conn(
+                id=f"{ev.pid}-{next(self._ids)}", pid=ev.pid, addr=ev.conn, lib=self.lib_of_pid(ev.pid),
+                comm=ev.comm,
+            )
+        c.last_ns = ev.ts_ns
+        return c
+
+    def on_event(self, ev: Event) -> None:
+        self.counts["events"] += 1
+        kind = ev.kind
+        if kind == Kind.DATA:
+            self._data(ev)
+        elif kind == Kind.CLOSE:
+            c = self.conns.pop((ev.pid, ev.conn), None)
+            if c is not None:
+                self.counts["closed"] += 1
+                self._flush(c, ev)
+        elif kind in (Kind.HANDSHAKE, Kind.LINK):
+            self._conn(ev).learn(ev)
+
+    def _data(self, ev: Event) -> None:
+        c = self._conn(ev)
+        c.learn(ev)
+        direction = DIRECTION.get(ev.dir)
+        if direction is None:
+            return
+        if ev.lost:
+            # events of this connection were dropped: both directions may have holes
+            self.counts["gaps"] += 1
+            c.gaps += 1
+            for d in ("in", "out"):
+                self._run(c, d, c.parser(d).gap(0, ev.ts_ns), ev)
+        parser = c.parser(direction)
+        if ev.data:
+            self._run(c, direction, parser.feed(ev.data, ev.ts_ns), ev)
+        end = ev.offset + len(ev.data)
+        final = end >= ev.length or len(ev.data) < CHUNK or end >= self.max_bytes
+        if final and end < ev.length:
+            self.counts["truncated_calls"] += 1
+            self._run(c, direction, parser.gap(ev.length - end, ev.ts_ns), ev)
+
+    def _run(self, c: Conn, direction: str, msgs: list[HttpMessage], ev: Event) -> None:
+        for m in msgs:
+            m = c.pairer.on_message(m, direction)
+            c.messages += 1
+            self.emit(c, direction, m, ev)
+
+    def _flush(self, c: Conn, ev: Event) -> None:
+        for d, p in list(c.parsers.items()):
+            self._run(c, d, p.close(ev.ts_ns), ev)
+
+    def expire(self, now_ns: int, force_oldest: bool = False) -> int:
+        """Forget connections idle longer than the timeout (or the oldest tenth when over capacity)."""
+        if force_oldest:
+            victims = sorted(self.conns.items(), key=lambda kv: kv[1].last_ns)[: max(1, len(self.conns) // 10)]
+        else:
+            limit = now_ns - self.idle_ns
+            victims = [(k, c) for k, c in self.conns.items() if c.last_ns < limit]
+        for k, _ in victims:
+            del self.conns[k]
+        self.counts["expired"] += len(victims)
+        return len(victims)

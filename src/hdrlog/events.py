@@ -1,0 +1,128 @@
+"""Kernel events: the one place the event layout of probes/hdrlog.h is decoded.
+
+tests/test_events.py compiles probes/hdrlog.h with gcc and checks EVENT_HEADER and every enum here
+against it, so the C and Python sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+
+ABI = 1
+
+
+class Kind(IntEnum):
+    DATA = 1
+    HANDSHAKE = 2
+    CLOSE = 3
+    LINK = 4
+
+
+class Fn(IntEnum):
+    NONE = 0
+    SSL_READ = 1
+    SSL_READ_EX = 2
+    SSL_WRITE = 3
+    SSL_WRITE_EX = 4
+    SSL_DO_HANDSHAKE = 5
+    SSL_FREE = 6
+    GO_READ = 7
+    GO_WRITE = 8
+    GO_CLOSE = 9
+
+
+class Dir(IntEnum):
+    NONE = 0
+    IN = 1
+    OUT = 2
+
+
+class Attr(IntEnum):
+    NONE = 0
+    IN_CALL = 1
+    RECV_BEFORE = 2
+    SEND_AFTER = 3
+    GO_FD = 4
+
+
+class Stat(IntEnum):
+    EMITTED = 0
+    DROPPED = 1
+    DROPPED_BYTES = 2
+    CALLS_FULL = 3
+    MAX = 4
+
+
+# struct hdrlog_event, field by field (see probes/hdrlog.h); struct hdrlog_tuple is inlined.
+EVENT_FIELDS = (
+    ("ts_ns", "Q"), ("conn", "Q"), ("pid", "I"), ("tid", "I"), ("len", "I"), ("cap", "I"),
+    ("offset", "I"), ("lost", "I"), ("kind", "B"), ("fn", "B"), ("dir", "B"), ("attr", "B"),
+    ("tuple.family", "H"), ("tuple.lport", "H"), ("tuple.rport", "H"), ("tuple._pad", "H"),
+    ("tuple.laddr", "16s"), ("tuple.raddr", "16s"), ("comm", "16s"), ("_pad", "I"),
+)
+EVENT_HEADER = struct.Struct("<" + "".join(code for _, code in EVENT_FIELDS))
+
+AF_INET = 2
+AF_INET6 = 10
+
+# bpf_ktime_get_ns() is CLOCK_MONOTONIC; one offset turns it into wall-clock time.
+WALL_OFFSET_NS = time.time_ns() - time.monotonic_ns()
+
+
+@dataclass(slots=True)
+class Event:
+    ts_ns: int  # wall clock
+    conn: int
+    pid: int
+    tid: int
+    length: int
+    offset: int
+    lost: int
+    kind: int
+    fn: int
+    dir: int
+    attr: int
+    local: str | None
+    peer: str | None
+    comm: str
+    data: bytes
+
+    @property
+    def truncated(self) -> bool:
+        """True when this chunk is the last one captured and the call moved more bytes than captured."""
+        return self.offset + len(self.data) < self.length
+
+
+def format_addr(family: int, addr: bytes, port: int) -> str | None:
+    if family == AF_INET:
+        return f"{socket.inet_ntop(socket.AF_INET, addr[:4])}:{port}"
+    if family == AF_INET6:
+        return f"[{socket.inet_ntop(socket.AF_INET6, addr)}]:{port}"
+    return None
+
+
+_unpack_from = EVENT_HEADER.unpack_from
+_HDR = EVENT_HEADER.size
+
+
+def decode(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Event:
+    """One ring-buffer record (header + data) → Event. Raises ValueError on a short record."""
+    if len(raw) < _HDR:
+        raise ValueError(f"event of {len(raw)} bytes is shorter than its {_HDR}-byte header")
+    (ts, conn, pid, tid, length, cap, offset, lost, kind, fn, dir_, attr,
+     family, lport, rport, _p, laddr, raddr, comm, _p2) = _unpack_from(raw)
+    if attr:
+        local = format_addr(family, laddr, lport)
+        peer = format_addr(family, raddr, rport)
+    else:
+        local = peer = None
+    return Event(
+        ts_ns=ts + wall_offset_ns, conn=conn, pid=pid, tid=tid, length=length, offset=offset,
+        lost=lost, kind=kind, fn=fn, dir=dir_, attr=attr, local=local, peer=peer,
+        comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+        data=bytes(raw[_HDR:_HDR + cap]),
+    )

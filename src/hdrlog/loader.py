@@ -1,0 +1,195 @@
+"""The only code that compiles probes and attaches them: bcc, uprobes by file offset, one ring buffer.
+
+The BPF program is one main text: probes/common.bpf.c followed by the probe file of every TLS library in
+use, joined with #line markers (bcc rewrites map accesses and tracepoint arguments in the main file only).
+Settings are -D flags. Uprobes are attached through perf_event_open (bcc's bpf_attach_uprobe) at the
+file offsets discover.py resolved, per process, so nothing is left in tracefs if hdrlog is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hdrlog.errors import HdrlogError
+from hdrlog.events import Stat
+from hdrlog.tlslibs import TlsLibrary
+
+COMMON_FILE = "common.bpf.c"
+MAX_BYTES_LIMIT = 1 << 18  # 256 KiB per call: 16 chunks of 16 KiB
+
+
+def probes_dir() -> Path:
+    """probes/ shipped inside the wheel, else the source tree's (editable install)."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "probes", here.parent.parent / "probes"):
+        if (cand / COMMON_FILE).is_file():
+            return cand
+    raise HdrlogError(f"hdrlog's BPF sources ({COMMON_FILE}) are missing next to {here}; reinstall hdrlog.")
+
+
+def program_text(libraries: Iterable[TlsLibrary]) -> str:
+    pdir = probes_dir()
+    files = [COMMON_FILE] + sorted({lib.probe_file for lib in libraries})
+    parts = []
+    for name in files:
+        parts.append(f'#line 1 "{name}"\n' + (pdir / name).read_text())
+    return "\n".join(parts)
+
+
+@dataclass
+class AttachedProbe:
+    pid: int
+    symbol: str
+    path: str
+    offset: int
+    kind: str  # "entry" | "return"
+    ev_name: bytes
+
+
+@dataclass
+class Settings:
+    max_bytes: int = 16384
+    ringbuf_pages: int = 1024  # 4 MiB
+    extra_cflags: list[str] = field(default_factory=list)
+
+    def cflags(self) -> list[str]:
+        if not 1 <= self.max_bytes <= MAX_BYTES_LIMIT:
+            raise HdrlogError(f"--max-bytes must be between 1 and {MAX_BYTES_LIMIT}, not {self.max_bytes}.")
+        pages = self.ringbuf_pages
+        if pages < 1 or pages & (pages - 1):
+            raise HdrlogError(f"the ring buffer size must be a power-of-two number of pages, not {pages}.")
+        return [
+            f"-I{probes_dir()}",
+            f"-DHDRLOG_MAX_BYTES={self.max_bytes}",
+            f"-DHDRLOG_RINGBUF_PAGES={pages}",
+            *self.extra_cflags,
+        ]
+
+
+class _StderrCapture:
+    """libbcc prints clang's diagnostics on fd 2; keep them to explain a failed compile in one sentence."""
+
+    def __enter__(self):
+        self._tmp = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._tmp.seek(0)
+        self.text = self._tmp.read().decode("utf-8", "replace")
+        self._tmp.close()
+        return False
+
+
+class ProbeSet:
+    """One compiled BPF program, its ring buffer, and the uprobes attached for each process."""
+
+    def __init__(self, libraries: Iterable[TlsLibrary], settings: Settings | None = None):
+        from bcc import BPF  # imported here: preflight explains a missing bcc before we get this far
+
+        self._BPF = BPF
+        self.settings = settings or Settings()
+        self.libraries = list(libraries)
+        text = program_text(self.libraries)
+        with _StderrCapture() as cap:
+            try:
+                self.bpf = BPF(text=text, cflags=self.settings.cflags())
+            except Exception as exc:  # bcc raises bare Exception
+                err = exc
+            else:
+                err = None
+        if err is not None:
+            from hdrlog.preflight import explain_compile_error
+
+            raise HdrlogError(explain_compile_error(cap.text or str(err))) from None
+        self.attached: dict[int, list[AttachedProbe]] = {}
+        self._fns: dict[str, object] = {}
+
+    # -- processes -------------------------------------------------------------------------------
+    def attach(self, pid: int, library: TlsLibrary, path: str, symbols: dict) -> list[AttachedProbe]:
+        """Attach every uprobe of `library` whose symbol is in `symbols` (name → discover Symbol) for pid."""
+        from bcc import libbcc
+
+        done: list[AttachedProbe] = []
+        try:
+            for up in library.uprobes:
+                sym = symbols.get(up.symbol)
+                if sym is None:
+                    continue
+                for kind, fn_name, attach_type in (("entry", up.entry, 0), ("return", up.ret, 1)):
+                    if fn_name is None:
+                        continue
+                    fn = self._fns.get(fn_name)
+                    if fn is None:
+                        fn = self._fns[fn_name] = self.bpf.load_func(fn_name.encode(), self._BPF.KPROBE)
+                    bpath = path.encode()
+                    ev = self.bpf._get_uprobe_evname(b"r" if attach_type else b"p", bpath, sym.offset, pid)
+                    fd = libbcc.lib.bpf_attach_uprobe(fn.fd, attach_type, ev, bpath, sym.offset, pid)
+                    if fd < 0:
+                        if not os.path.exists(f"/proc/{pid}"):
+                            raise HdrlogError(f"process {pid} exited while hdrlog was attaching to it.")
+                        raise HdrlogError(
+                            f"the kernel refused a uprobe on {up.symbol} in {path} (offset {sym.offset:#x}) "
+                            f"for process {pid}; check that uprobes are enabled (hdrlog doctor)."
+                        )
+                    self.bpf._add_uprobe_fd(ev, fd)
+                    done.append(AttachedProbe(pid, up.symbol, path, sym.offset, kind, ev))
+        except BaseException:
+            self._detach_list(done)
+            raise
+        self.attached.setdefault(pid, []).extend(done)
+        self.bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
+        return done
+
+    def _detach_list(self, probes: list[AttachedProbe]) -> None:
+        for p in probes:
+            try:
+                self.bpf.detach_uprobe_event(p.ev_name)
+            except Exception:
+                pass  # already gone with its process
+
+    def detach(self, pid: int) -> None:
+        self._detach_list(self.attached.pop(pid, []))
+        try:
+            del self.bpf["targets"][ct.c_uint32(pid)]
+        except KeyError:
+            pass
+
+    # -- events ----------------------------------------------------------------------------------
+    def open(self, callback: Callable[[bytes], None]) -> None:
+        """callback(raw_event_bytes) for every ring-buffer record."""
+
+        def _cb(ctx, data, size):
+            callback(ct.string_at(data, size))
+            return 0
+
+        self._cb = _cb  # keep a reference: bcc holds only a C pointer
+        self.bpf["events"].open_ring_buffer(_cb)
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def drain(self) -> None:
+        self.bpf.ring_buffer_consume()
+
+    def stats(self) -> dict[str, int]:
+        table = self.bpf["stats"]
+        out = {}
+        for s in Stat:
+            if s is Stat.MAX:
+                continue
+            out[s.name.lower()] = int(sum(table[ct.c_int(s.value)]))
+        return out
+
+    def close(self) -> None:
+        for pid in list(self.attached):
+            self.detach(pid)
+        self.bpf.cleanup()

@@ -1,0 +1,64 @@
+"""The stages after the kernel, wired in one place: decode → track → parse/pair → redact → record → sink.
+
+Live capture (session.py) and replay of recorded events (replay.py) both go through Pipeline, so a fixture
+replayed in a unit test exercises exactly the code a live capture runs.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from collections.abc import Callable
+
+import orjson
+
+from hdrlog import events
+from hdrlog.conntrack import Conn, Tracker
+from hdrlog.events import Event
+from hdrlog.model import HttpMessage
+from hdrlog.records import http_record
+from hdrlog.redact import Redactor
+from hdrlog.sinks import open_private
+
+
+class EventRecorder:
+    """Raw ring-buffer records to a JSON-lines file, for fixtures (contains plaintext: mode 0600)."""
+
+    def __init__(self, path: str, meta: dict):
+        self.f = open_private(path)
+        self.f.write(orjson.dumps({"type": "hdrlog-events", "abi": events.ABI, **meta}) + b"\n")
+
+    def write(self, raw: bytes) -> None:
+        self.f.write(b'{"raw":"' + base64.b64encode(raw) + b'"}\n')
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class Pipeline:
+    def __init__(self, sink, redactor: Redactor, *, lib_of_pid: Callable[[int], str], max_bytes: int,
+                 wall_offset_ns: int = events.WALL_OFFSET_NS, recorder: EventRecorder | None = None):
+        self.sink = sink
+        self.redactor = redactor
+        self.wall_offset_ns = wall_offset_ns
+        self.recorder = recorder
+        self.tracker = Tracker(self._emit, lib_of_pid=lib_of_pid, max_bytes=max_bytes)
+        self.messages_by_pid: Counter[int] = Counter()
+        self.truncated = 0
+        self.decode_errors = 0
+
+    def on_raw(self, raw: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.write(raw)
+        try:
+            ev = events.decode(raw, self.wall_offset_ns)
+        except ValueError:
+            self.decode_errors += 1
+            return
+        self.tracker.on_event(ev)
+
+    def _emit(self, conn: Conn, direction: str, msg: HttpMessage, ev: Event) -> None:
+        self.messages_by_pid[conn.pid] += 1
+        if msg.truncated:
+            self.truncated += 1
+        self.sink.write(http_record(conn, direction, msg, ev, self.redactor))

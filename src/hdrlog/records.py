@@ -1,0 +1,68 @@
+"""Output records: one JSON object per line (the contract in README.md and records.schema.json)."""
+
+from __future__ import annotations
+
+import time
+
+from hdrlog.conntrack import Conn
+from hdrlog.events import Event
+from hdrlog.model import HttpMessage
+from hdrlog.redact import Redactor
+
+_last_sec = -1
+_last_prefix = ""
+
+
+def rfc3339(ts_ns: int) -> str:
+    """2026-11-21T10:00:00.123456Z (UTC, microseconds)."""
+    global _last_sec, _last_prefix
+    sec, ns = divmod(ts_ns, 1_000_000_000)
+    if sec != _last_sec:
+        _last_sec = sec
+        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_last_prefix}.{ns // 1000:06d}Z"
+
+
+def http_record(conn: Conn, direction: str, msg: HttpMessage, ev: Event, redactor: Redactor) -> dict:
+    rec = {
+        "type": "http",
+        "ts": rfc3339(msg.ts_ns),
+        "pid": conn.pid,
+        "tid": ev.tid,
+        "comm": conn.comm,
+        "lib": conn.lib,
+        "direction": direction,
+        "conn": {
+            "id": conn.id,
+            "role": conn.role,
+            "local": conn.local,
+            "peer": conn.peer,
+            "attribution": conn.attribution,
+        },
+        "proto": msg.proto,
+        "kind": msg.kind,
+    }
+    if msg.kind == "request":
+        rec["method"] = msg.method
+        rec["path"] = redactor.path(msg.path) if msg.path is not None else None
+        rec["authority"] = msg.authority
+    else:
+        rec["status"] = msg.status
+        rec["reason"] = msg.reason
+        req = msg.request
+        rec["latency_ms"] = msg.latency_ms
+        rec["request"] = (
+            {"method": req.method, "path": redactor.path(req.path) if req.path is not None else None}
+            if req is not None else None
+        )
+    if msg.stream is not None:
+        rec["stream"] = msg.stream
+    rec["headers"] = redactor.headers(msg.headers)
+    rec["truncated"] = msg.truncated
+    if msg.extra:
+        rec.update(msg.extra)
+    return rec
+
+
+def simple(type_: str, **fields) -> dict:
+    return {"type": type_, "ts": rfc3339(time.time_ns()), **fields}

@@ -1,0 +1,49 @@
+"""Replay raw events recorded with `hdrlog attach --record-events` through the live pipeline."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import orjson
+
+from hdrlog import events
+from hdrlog.errors import HdrlogError
+
+
+def read_events(path: str) -> tuple[dict, Iterator[bytes]]:
+    """(meta, raw events) of a recording; raises HdrlogError if it is not one."""
+    f = open(path, "rb")
+    first = f.readline()
+    try:
+        meta = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("type") != "hdrlog-events":
+        f.close()
+        raise HdrlogError(f"{path} is not an hdrlog event recording (made with attach --record-events).")
+    if meta.get("abi") != events.ABI:
+        f.close()
+        raise HdrlogError(f"{path} was recorded with event layout {meta.get('abi')}, this hdrlog reads {events.ABI}.")
+
+    def gen() -> Iterator[bytes]:
+        with f:
+            for line in f:
+                if line.strip():
+                    yield base64.b64decode(orjson.loads(line)["raw"])
+
+    return meta, gen()
+
+
+def replay(path: str, sink, redactor, *, max_bytes: int | None = None) -> "Pipeline":  # noqa: F821
+    from hdrlog.pipeline import Pipeline
+
+    meta, raws = read_events(path)
+    libs = {int(k): v for k, v in meta.get("libs", {}).items()}
+    pipe = Pipeline(
+        sink, redactor, lib_of_pid=lambda pid: libs.get(pid, "openssl"),
+        max_bytes=max_bytes or meta.get("max_bytes", 16384), wall_offset_ns=meta.get("wall_offset_ns", 0),
+    )
+    for raw in raws:
+        pipe.on_raw(raw)
+    return pipe

@@ -1,0 +1,261 @@
+"""`hdrlog attach`: find targets, compile and attach probes, follow process trees, run the pipeline."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from hdrlog import discover, events
+from hdrlog.errors import HdrlogError
+from hdrlog.loader import ProbeSet, Settings
+from hdrlog.pipeline import EventRecorder, Pipeline
+from hdrlog.records import simple
+from hdrlog.redact import Redactor
+from hdrlog.tlslibs import REGISTRY
+
+
+@dataclass
+class Options:
+    pids: list[int]
+    duration: float | None = None
+    max_bytes: int = 16384
+    ringbuf_pages: int = 1024
+    show_secrets: bool = False
+    record_events: str | None = None
+    follow_children: bool = True
+    poll_ms: int = 100
+    scan_interval_s: float = 0.5
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"hdrlog: {msg}\n")
+    sys.stderr.flush()
+
+
+@dataclass
+class Target:
+    pid: int
+    comm: str
+    tls: list  # discover.TlsTarget
+    probes: list = field(default_factory=list)
+
+
+class Session:
+    def __init__(self, opts: Options, sink, *, stop: threading.Event | None = None):
+        self.opts = opts
+        self.sink = sink
+        self.stop = stop or threading.Event()
+        self.targets: dict[int, Target] = {}
+        self.roots = list(dict.fromkeys(opts.pids))
+        self.probeset: ProbeSet | None = None
+        self.pipeline: Pipeline | None = None
+        self.recorder: EventRecorder | None = None
+        self._last_drop = (0, 0)
+        self.lost_events = 0
+        self.exited: list[int] = []
+        self.started = time.monotonic()
+
+    # -- discovery -------------------------------------------------------------------------------
+    def _tree(self, root: int) -> list[int]:
+        try:
+            p = psutil.Process(root)
+            kids = p.children(recursive=True) if self.opts.follow_children else []
+            return [root] + [k.pid for k in kids]
+        except psutil.Error:
+            return []
+
+    def _find(self, pid: int) -> list:
+        return [t for t in discover.find_tls(pid) if t.kind in REGISTRY]
+
+    def _comm(self, pid: int) -> str:
+        try:
+            return psutil.Process(pid).name()
+        except psutil.Error:
+            return "?"
+
+    def _initial_targets(self) -> dict[int, list]:
+        found: dict[int, list] = {}
+        for root in self.roots:
+            if not psutil.pid_exists(root):
+                raise HdrlogError(f"process {root} does not exist.")
+            tree = self._tree(root)
+            hits = {pid: tls for pid in tree if (tls := self._safe_find(pid, strict=pid == root))}
+            if not hits:
+                raise HdrlogError(discover.explain_none(root))
+            found.update(hits)
+        return found
+
+    def _safe_find(self, pid: int, strict: bool) -> list:
+        try:
+            return self._find(pid)
+        except HdrlogError:
+            if strict:
+                raise
+            return []  # a child that vanished or cannot be read is skipped
+
+    # -- attach ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        from hdrlog import preflight
+
+        preflight.require_attach_ready()
+        found = self._initial_targets()
+        libs = {REGISTRY[t.kind] for tls in found.values() for t in tls}
+        settings = Settings(max_bytes=self.opts.max_bytes, ringbuf_pages=self.opts.ringbuf_pages)
+        self.probeset = ProbeSet(libs, settings)
+        redactor = Redactor(show_secrets=self.opts.show_secrets)
+        if self.opts.record_events:
+            self.recorder = EventRecorder(self.opts.record_events, {
+                "wall_offset_ns": events.WALL_OFFSET_NS, "max_bytes": self.opts.max_bytes, "libs": {}})
+        self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid,
+                                 max_bytes=self.opts.max_bytes, recorder=self.recorder)
+        self.probeset.open(self.pipeline.on_raw)
+        try:
+            for pid, tls in found.items():
+                self._attach(pid, tls, strict=pid in self.roots)
+        except BaseException:
+            self.probeset.close()
+            raise
+        parts = []
+        for t in self.targets.values():
+            for tt in t.tls:
+                syms = sorted({p.symbol for p in t.probes if p.path.endswith(tt.mapping.path)})
+                ver = f" {tt.version}" if tt.version else ""
+                parts.append(f"pid {t.pid} ({t.comm}): {tt.kind}{ver} {tt.mapping.path} [{', '.join(syms)}]")
+        log("attached to " + "; ".join(parts))
+
+    def _attach(self, pid: int, tls: list, strict: bool) -> None:
+        target = Target(pid, self._comm(pid), tls)
+        try:
+            for t in tls:
+                lib = REGISTRY[t.kind]
+                target.probes += self.probeset.attach(pid, lib, t.mapping.host_path, t.symbols)
+        except HdrlogError:
+            self.probeset.detach(pid)
+            if strict:
+                raise
+            return
+        if not target.probes:
+            return
+        self.targets[pid] = target
+        for t in tls:
+            self.sink.write(simple(
+                "attach", pid=pid, comm=target.comm, lib=REGISTRY[t.kind].name, kind=t.kind,
+                path=t.mapping.path, version=t.version,
+                symbols=sorted({p.symbol for p in target.probes}),
+            ))
+
+    def _lib_of_pid(self, pid: int) -> str:
+        t = self.targets.get(pid)
+        if t and t.tls:
+            return REGISTRY[t.tls[0].kind].name
+        return "openssl"
+
+    # -- run -------------------------------------------------------------------------------------
+    def _rescan(self) -> None:
+        alive_roots = [r for r in self.roots if psutil.pid_exists(r)]
+        for pid in list(self.targets):
+            if not psutil.pid_exists(pid) or _is_zombie(pid):
+                self.probeset.detach(pid)
+                del self.targets[pid]
+                self.exited.append(pid)
+                self.sink.write(simple("exit", pid=pid))
+        for root in alive_roots:
+            for pid in self._tree(root):
+                if pid not in self.targets and pid not in self._skipped:
+                    tls = self._safe_find(pid, strict=False)
+                    if tls:
+                        self._attach(pid, tls, strict=False)
+                        if pid in self.targets:
+                            log(f"attached to new process {pid} ({self.targets[pid].comm})")
+                    else:
+                        self._skipped.add(pid)
+
+    def _check_loss(self, st: dict[str, int]) -> None:
+        dropped, dbytes = st["dropped"], st["dropped_bytes"]
+        if dropped > self._last_drop[0]:
+            n, b = dropped - self._last_drop[0], dbytes - self._last_drop[1]
+            self.lost_events += n
+            self.sink.write(simple("loss", events=n, bytes=b, total_events=dropped))
+            log(f"lost {n} events ({b} bytes): the ring buffer was full; affected connections resynchronise")
+        self._last_drop = (dropped, dbytes)
+
+    def run(self) -> None:
+        self._skipped: set[int] = set()
+        deadline = time.monotonic() + self.opts.duration if self.opts.duration else None
+        next_scan = time.monotonic() + self.opts.scan_interval_s
+        try:
+            while not self.stop.is_set():
+                self.probeset.poll(self.opts.poll_ms)
+                self.sink.flush()
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if now >= next_scan:
+                    next_scan = now + self.opts.scan_interval_s
+                    self._check_loss(self.probeset.stats())
+                    self._rescan()
+                    self.pipeline.tracker.expire(time.time_ns())
+                    if not self.targets and not any(psutil.pid_exists(r) for r in self.roots):
+                        log("every target process has exited")
+                        break
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.probeset is None:
+            return
+        ps, self.probeset = self.probeset, None
+        try:
+            ps.drain()
+            self._final_stats = ps.stats()
+            self._check_loss(self._final_stats)
+        finally:
+            ps.close()
+            if self.recorder:
+                self.recorder.close()
+        self.summary()
+
+    def summary(self) -> None:
+        pipe = self.pipeline
+        st = getattr(self, "_final_stats", {})
+        per_pid = ", ".join(f"{pid}: {n}" for pid, n in sorted(pipe.messages_by_pid.items())) or "none"
+        total = sum(pipe.messages_by_pid.values())
+        counts = pipe.tracker.counts
+        rec = simple(
+            "summary", messages=total, messages_by_pid={str(k): v for k, v in pipe.messages_by_pid.items()},
+            events=st.get("emitted", 0), lost_events=st.get("dropped", 0), truncated_messages=pipe.truncated,
+            truncated_calls=counts["truncated_calls"], gaps=counts["gaps"],
+            seconds=round(time.monotonic() - self.started, 3),
+        )
+        try:
+            self.sink.write(rec)
+            self.sink.flush()
+        except (BrokenPipeError, OSError):
+            pass
+        log(
+            f"detached. {total} messages (per pid: {per_pid}); {st.get('emitted', 0)} events, "
+            f"{st.get('dropped', 0)} lost; {pipe.truncated} truncated messages, "
+            f"{counts['truncated_calls']} calls beyond --max-bytes, {counts['gaps']} gaps"
+        )
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGINT/SIGTERM stop the loop (SIGINT may arrive ignored from a non-interactive parent shell)."""
+
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
