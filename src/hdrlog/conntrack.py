@@ -57,9 +57,8 @@ class Conn:
     def parser(self, direction: str) -> Http1Parser:
         p = self.parsers.get(direction)
         if p is None:
-            other = "out" if direction == "in" else "in"
-            pairer = self.pairer
-            p = self.parsers[direction] = Http1Parser(response_to=lambda: pairer.response_to(other))
+            pairer = self.pairer  # a response parser asks which method it answers (HEAD has no body)
+            p = self.parsers[direction] = Http1Parser(response_to=lambda: pairer.response_to(direction))
         return p
 
     def learn(self, ev: Event) -> None:

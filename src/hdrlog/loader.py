@@ -71,18 +71,25 @@ class Settings:
         ]
 
 
-class _StderrCapture:
-    """libbcc prints clang's diagnostics on fd 2; keep them to explain a failed compile in one sentence."""
+class _OutputCapture:
+    """libbcc prints clang's diagnostics on fd 2 and "Unable to find kernel headers" on fd 1: keep both
+    (to explain a failed compile in one sentence) and keep them out of the JSON-lines stream."""
 
     def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
         self._tmp = tempfile.TemporaryFile()
-        self._saved = os.dup(2)
-        os.dup2(self._tmp.fileno(), 2)
+        self._saved = {fd: os.dup(fd) for fd in (1, 2)}
+        for fd in (1, 2):
+            os.dup2(self._tmp.fileno(), fd)
         return self
 
     def __exit__(self, *exc):
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
+        for fd, saved in self._saved.items():
+            os.dup2(saved, fd)
+            os.close(saved)
         self._tmp.seek(0)
         self.text = self._tmp.read().decode("utf-8", "replace")
         self._tmp.close()
@@ -99,7 +106,7 @@ class ProbeSet:
         self.settings = settings or Settings()
         self.libraries = list(libraries)
         text = program_text(self.libraries)
-        with _StderrCapture() as cap:
+        with _OutputCapture() as cap:
             try:
                 self.bpf = BPF(text=text, cflags=self.settings.cflags())
             except Exception as exc:  # bcc raises bare Exception

@@ -123,7 +123,7 @@ class Session:
         parts = []
         for t in self.targets.values():
             for tt in t.tls:
-                syms = sorted({p.symbol for p in t.probes if p.path.endswith(tt.mapping.path)})
+                syms = sorted({p.symbol for p in t.probes if p.path == tt.mapping.host_path})
                 ver = f" {tt.version}" if tt.version else ""
                 parts.append(f"pid {t.pid} ({t.comm}): {tt.kind}{ver} {tt.mapping.path} [{', '.join(syms)}]")
         log("attached to " + "; ".join(parts))

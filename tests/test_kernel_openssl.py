@@ -1,0 +1,151 @@
+"""Real-kernel tests: hdrlog attached to real OpenSSL servers and clients, asserting on what it printed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TOKEN_SECRET, free_port, header, http_records, nginx_available, run_client, wait_port
+
+pytestmark = pytest.mark.kernel
+
+
+def check_exchange(records, tag: str, client_ports: set[int], role: str, n_requests: int):
+    """Every request the client sent is there once with its response, tuple and role."""
+    reqs = [r for r in http_records(records, kind="request") if (header(r, "X-Request-Id") or "").startswith(tag)]
+    resps = [r for r in http_records(records, kind="response") if r.get("request")]
+    assert len(reqs) == n_requests, [(r["method"], r["path"]) for r in reqs]
+    ids = sorted(header(r, "X-Request-Id") for r in reqs)
+    assert ids == sorted(f"{tag}-{i}" for i in range(n_requests))
+    for r in reqs:
+        assert r["conn"]["role"] == role
+        port = int(r["conn"]["peer" if role == "server" else "local"].rsplit(":", 1)[1])
+        assert port in client_ports, (r["conn"], client_ports)
+        assert r["ts"].endswith("Z") and r["proto"] == "http/1.1"
+    assert len(resps) >= n_requests
+    for r in resps:
+        assert isinstance(r["status"], int) and r["latency_ms"] is not None and r["latency_ms"] >= 0
+    return reqs, resps
+
+
+def test_python_ssl_server_ex_path(procs, hdrlog, certs):
+    """Python's ssl calls SSL_read_ex/SSL_write_ex; socket BIO, so tuples are exact."""
+    cert, key = certs
+    gw = procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
+               stdout=subprocess.PIPE, text=True)
+    port = int(gw.p.stdout.readline().split()[1])
+    h = hdrlog(gw.pid)
+    assert "SSL_read_ex" in h.stderr() and "SSL_write_ex" in h.stderr()
+    conns = run_client(port, "py", requests=7, connections=2)
+    records = h.stop()
+    reqs, resps = check_exchange(records, "py", {c["local_port"] for c in conns}, "server", 7)
+    by_path = {r["path"]: r for r in reqs}
+    assert by_path["/api/users?id=1&fields=name"]["method"] == "GET"
+    assert by_path["/api/orders"]["method"] == "POST"
+    assert {r["method"] for r in reqs} >= {"GET", "POST", "HEAD", "DELETE"}
+    statuses = {r["request"]["path"]: r["status"] for r in resps}
+    assert statuses["/api/orders"] == 201 and statuses["/missing"] == 404 and statuses["/health"] == 200
+    assert all(r["conn"]["attribution"] == "socket" for r in reqs)
+    assert all(r["conn"]["local"] == f"127.0.0.1:{port}" for r in reqs)
+    auth = [header(r, "Authorization") for r in reqs if header(r, "Authorization")]
+    assert auth and all(a.startswith("Bearer <redacted:") for a in auth)
+    assert TOKEN_SECRET not in h.raw() and TOKEN_SECRET not in h.stderr()
+    assert "s3cr3t-session" not in h.raw()
+    assert [r for r in records if r["type"] == "summary"]
+
+
+@pytest.mark.skipif(not nginx_available(), reason="nginx not installed")
+def test_nginx_two_workers_through_master(procs, hdrlog, certs, tmp_path):
+    cert, key = certs
+    port = free_port()
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / d).mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 2;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy;
+  fastcgi_temp_path {tmp_path}/fastcgi; uwsgi_temp_path {tmp_path}/uwsgi; scgi_temp_path {tmp_path}/scgi;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    location / {{ add_header X-Served-By nginx-test; return 200 "hello\\n"; }}
+  }}
+}}
+""")
+    master = procs(["nginx", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
+                   stderr=subprocess.PIPE)
+    wait_port(port)
+    h = hdrlog(master.pid)
+    # both workers are attached through the master
+    deadline = time.monotonic() + 5
+    while h.stderr().count("(nginx)") < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert h.stderr().count("(nginx)") >= 3, h.stderr()  # master + 2 workers
+    conns = run_client(port, "ngx", requests=8, connections=4)
+    records = h.stop()
+    reqs, resps = check_exchange(records, "ngx", {c["local_port"] for c in conns}, "server", 8)
+    assert all(header(r, "X-Served-By") == "nginx-test" for r in resps if r["status"] == 200)
+    assert {r["lib"] for r in reqs} == {"openssl"}
+    assert TOKEN_SECRET not in h.raw()
+
+
+NODE_SERVER = r"""
+const https = require('https'), fs = require('fs');
+const s = https.createServer({key: fs.readFileSync(process.argv[2]), cert: fs.readFileSync(process.argv[3])},
+  (req, res) => { req.resume(); req.on('end', () => {
+    res.setHeader('X-Echo', req.headers['x-request-id'] || '');
+    res.writeHead(req.url === '/missing' ? 404 : 200, {'content-type': 'text/plain'});
+    res.end('hi\n'); }); });
+s.listen(0, '127.0.0.1', () => console.log('listening ' + s.address().port));
+"""
+
+
+def test_node_https_static_openssl(procs, hdrlog, certs, tmp_path):
+    """node carries OpenSSL inside its executable and uses memory BIOs."""
+    cert, key = certs
+    js = tmp_path / "server.js"
+    js.write_text(NODE_SERVER)
+    node = procs(["node", str(js), key, cert], stdout=subprocess.PIPE, text=True)
+    port = int(node.p.stdout.readline().split()[1])
+    h = hdrlog(node.pid)
+    assert "openssl-static" in h.stderr()
+    conns = run_client(port, "node", requests=6, connections=2)
+    records = h.stop()
+    reqs, resps = check_exchange(records, "node", {c["local_port"] for c in conns}, "server", 6)
+    echo = {header(r, "X-Echo") for r in resps}
+    assert {f"node-{i}" for i in range(6)} <= echo
+    assert {r["conn"]["attribution"] for r in reqs} <= {"recv-before", "send-after", "socket"}
+    assert TOKEN_SECRET not in h.raw()
+
+
+def test_client_side_capture(procs, hdrlog, certs, tmp_path):
+    """hdrlog attached to a TLS client: requests go out, role is client, local port is the client's."""
+    cert, key = certs
+    gw = procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
+               stdout=subprocess.PIPE, text=True)
+    port = int(gw.p.stdout.readline().split()[1])
+    go = tmp_path / "go"
+    client = procs([sys.executable, "-m", "hdrlog.demo.client", "--port", str(port), "--tag", "cli",
+                    "--requests", "5", "--connections", "1", "--wait-file", str(go)],
+                   stdout=subprocess.PIPE, text=True)
+    h = hdrlog(client.pid)
+    go.touch()
+    out = client.p.stdout.read()
+    client.p.wait(30)
+    conns = [json.loads(x) for x in out.splitlines()]
+    records = h.stop(settle=0.3)
+    reqs, resps = check_exchange(records, "cli", {c["local_port"] for c in conns}, "client", 5)
+    assert all(r["direction"] == "out" for r in reqs)
+    assert all(r["direction"] == "in" for r in resps)
+    assert all(r["conn"]["peer"] == f"127.0.0.1:{port}" for r in reqs)
+    assert TOKEN_SECRET not in h.raw()
