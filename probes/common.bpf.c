@@ -105,7 +105,7 @@ static __always_inline void hdrlog_fill(struct hdrlog_event *e, __u64 id, __u64 
 	e->fn = fn;
 	e->dir = dir;
 	e->attr = HDRLOG_ATTR_NONE;
-	e->_pad = 0;
+	e->fd = -1;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 

@@ -70,7 +70,7 @@ struct hdrlog_event {
 	__u8 attr;      /* enum hdrlog_attr */
 	struct hdrlog_tuple tuple; /* valid when attr != HDRLOG_ATTR_NONE */
 	char comm[16];
-	__u32 _pad;
+	__s32 fd;       /* file descriptor of the connection when the probe knows it, else -1 */
 	/* followed by `cap` bytes of data */
 };
 

@@ -78,10 +78,10 @@ def test_decode_roundtrip():
     hdr = events.EVENT_HEADER.pack(
         1_000, 0xDEAD, 42, 43, 5, 5, 0, 0, events.Kind.DATA, events.Fn.SSL_READ, events.Dir.IN,
         events.Attr.IN_CALL, 2, 8443, 53422, 0, bytes([127, 0, 0, 1]) + bytes(12),
-        bytes([127, 0, 0, 2]) + bytes(12), b"nginx\0".ljust(16, b"\0"), 0)
+        bytes([127, 0, 0, 2]) + bytes(12), b"nginx\0".ljust(16, b"\0"), 7)
     ev = events.decode(hdr + b"hello", wall_offset_ns=10)
     assert (ev.ts_ns, ev.conn, ev.pid, ev.tid, ev.data) == (1_010, 0xDEAD, 42, 43, b"hello")
-    assert (ev.local, ev.peer, ev.comm) == ("127.0.0.1:8443", "127.0.0.2:53422", "nginx")
+    assert (ev.local, ev.peer, ev.comm, ev.fd) == ("127.0.0.1:8443", "127.0.0.2:53422", "nginx", 7)
     assert not ev.truncated
 
 
@@ -90,7 +90,7 @@ def test_decode_v6_and_short():
 
     a = socket.inet_pton(socket.AF_INET6, "::1")
     hdr = events.EVENT_HEADER.pack(0, 1, 1, 1, 10, 3, 0, 0, 1, 3, 2, 1, 10, 443, 1000, 0, a, a,
-                                   b"x".ljust(16, b"\0"), 0)
+                                   b"x".ljust(16, b"\0"), -1)
     ev = events.decode(hdr + b"abc")
     assert ev.local == "[::1]:443" and ev.peer == "[::1]:1000" and ev.truncated
     with pytest.raises(ValueError):

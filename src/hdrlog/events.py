@@ -62,7 +62,7 @@ EVENT_FIELDS = (
     ("ts_ns", "Q"), ("conn", "Q"), ("pid", "I"), ("tid", "I"), ("len", "I"), ("cap", "I"),
     ("offset", "I"), ("lost", "I"), ("kind", "B"), ("fn", "B"), ("dir", "B"), ("attr", "B"),
     ("tuple.family", "H"), ("tuple.lport", "H"), ("tuple.rport", "H"), ("tuple._pad", "H"),
-    ("tuple.laddr", "16s"), ("tuple.raddr", "16s"), ("comm", "16s"), ("_pad", "I"),
+    ("tuple.laddr", "16s"), ("tuple.raddr", "16s"), ("comm", "16s"), ("fd", "i"),
 )
 EVENT_HEADER = struct.Struct("<" + "".join(code for _, code in EVENT_FIELDS))
 
@@ -89,6 +89,7 @@ class Event:
     local: str | None
     peer: str | None
     comm: str
+    fd: int
     data: bytes
 
     @property
@@ -114,7 +115,7 @@ def decode(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Eve
     if len(raw) < _HDR:
         raise ValueError(f"event of {len(raw)} bytes is shorter than its {_HDR}-byte header")
     (ts, conn, pid, tid, length, cap, offset, lost, kind, fn, dir_, attr,
-     family, lport, rport, _p, laddr, raddr, comm, _p2) = _unpack_from(raw)
+     family, lport, rport, _p, laddr, raddr, comm, fd) = _unpack_from(raw)
     if attr:
         local = format_addr(family, laddr, lport)
         peer = format_addr(family, raddr, rport)
@@ -123,6 +124,6 @@ def decode(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Eve
     return Event(
         ts_ns=ts + wall_offset_ns, conn=conn, pid=pid, tid=tid, length=length, offset=offset,
         lost=lost, kind=kind, fn=fn, dir=dir_, attr=attr, local=local, peer=peer,
-        comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+        comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"), fd=fd,
         data=bytes(raw[_HDR:_HDR + cap]),
     )
