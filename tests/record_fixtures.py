@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Re-record the kernel-event fixtures in fixtures/ from real runs (root, bcc):
+
+  .venv/bin/python tests/record_fixtures.py [scenario ...]
+
+Each scenario starts a real server and client on loopback, runs `hdrlog attach --record-events`, and
+saves the raw ring-buffer records as fixtures/<scenario>.events.jsonl. tests/test_replay.py replays them
+through the live pipeline without a kernel. The recordings contain the demo client's test credentials
+in plaintext (raw events are unredacted by nature); they are fake values used only by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+PY = sys.executable
+
+NODE_SERVER = (Path(__file__).parent / "test_kernel_openssl.py").read_text().split('NODE_SERVER = r"""')[1].split('"""')[0]
+
+
+def attach(pid: int, name: str, tmp: Path) -> subprocess.Popen:
+    err = tmp / f"{name}.err"
+    h = subprocess.Popen([PY, "-m", "hdrlog", "attach", "--pid", str(pid), "--output", os.devnull,
+                          "--record-events", str(tmp / f"{name}.events.jsonl")], stderr=open(err, "w"))
+    while "attached" not in err.read_text():
+        if h.poll() is not None:
+            raise SystemExit(err.read_text())
+        time.sleep(0.05)
+    return h
+
+
+def finish(h: subprocess.Popen, name: str, tmp: Path) -> None:
+    time.sleep(0.5)
+    h.send_signal(signal.SIGINT)
+    h.wait(20)
+    src = tmp / f"{name}.events.jsonl"
+    dst = FIXTURES / src.name
+    dst.write_bytes(src.read_bytes())
+    os.chmod(dst, 0o644)
+    print(f"wrote {dst} ({sum(1 for _ in dst.open()) - 1} events)")
+
+
+def client(port: int, tag: str, n: int, conns: int, *extra) -> None:
+    subprocess.run([PY, "-m", "hdrlog.demo.client", "--port", str(port), "--tag", tag, "--requests", str(n),
+                    "--connections", str(conns), *extra], check=True, stdout=subprocess.DEVNULL)
+
+
+def gateway(cert: str, key: str) -> tuple[subprocess.Popen, int]:
+    gw = subprocess.Popen([PY, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
+                          stdout=subprocess.PIPE, text=True)
+    return gw, int(gw.stdout.readline().split()[1])
+
+
+def python_ssl_server_keepalive(tmp: Path, cert: str, key: str) -> None:
+    """Python ssl server (SSL_read_ex/SSL_write_ex, socket BIO): 14 varied requests on 2 connections."""
+    gw, port = gateway(cert, key)
+    try:
+        h = attach(gw.pid, "python_ssl_server_keepalive", tmp)
+        client(port, "fx", 14, 2)
+        finish(h, "python_ssl_server_keepalive", tmp)
+    finally:
+        gw.kill()
+
+
+def node_server_memory_bio(tmp: Path, cert: str, key: str) -> None:
+    """node https (OpenSSL inside the executable, memory BIOs: SSL_read/SSL_write, no socket in the call)."""
+    js = tmp / "server.js"
+    js.write_text(NODE_SERVER)
+    node = subprocess.Popen(["node", str(js), key, cert], stdout=subprocess.PIPE, text=True)
+    port = int(node.stdout.readline().split()[1])
+    try:
+        h = attach(node.pid, "node_server_memory_bio", tmp)
+        client(port, "fx", 6, 2)
+        finish(h, "node_server_memory_bio", tmp)
+    finally:
+        node.kill()
+
+
+def python_client(tmp: Path, cert: str, key: str) -> None:
+    """hdrlog attached to a TLS client (requests written, responses read)."""
+    gw, port = gateway(cert, key)
+    go = tmp / "go"
+    cl = subprocess.Popen([PY, "-m", "hdrlog.demo.client", "--port", str(port), "--tag", "fx", "--requests", "5",
+                           "--connections", "1", "--wait-file", str(go)], stdout=subprocess.DEVNULL)
+    try:
+        h = attach(cl.pid, "python_client", tmp)
+        go.touch()
+        cl.wait(30)
+        finish(h, "python_client", tmp)
+    finally:
+        gw.kill()
+        cl.kill()
+
+
+SCENARIOS = {f.__name__: f for f in (python_ssl_server_keepalive, node_server_memory_bio, python_client)}
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    from hdrlog.demo.certs import make_cert
+
+    names = sys.argv[1:] or list(SCENARIOS)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        cert, key = make_cert(tmp / "certs")
+        for n in names:
+            SCENARIOS[n](tmp, cert, key)
+
+
+if __name__ == "__main__":
+    main()
