@@ -174,18 +174,34 @@ class ProbeSet:
     def open(self, callback: Callable[[bytes], None]) -> None:
         """callback(raw_event_bytes) for every ring-buffer record."""
 
+        self._error: BaseException | None = None
+
         def _cb(ctx, data, size):
-            callback(ct.string_at(data, size))
+            # An exception must not unwind through C (bcc's wrapper would call exit()): keep the first
+            # one, skip the rest of this batch, and raise it from poll().
+            if self._error is not None:
+                return 0
+            try:
+                callback(ct.string_at(data, size))
+            except BaseException as exc:  # noqa: BLE001 - re-raised by poll()
+                self._error = exc
             return 0
 
         self._cb = _cb  # keep a reference: bcc holds only a C pointer
         self.bpf["events"].open_ring_buffer(_cb)
 
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
     def poll(self, timeout_ms: int) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)
+        self._raise_pending()
 
     def drain(self) -> None:
         self.bpf.ring_buffer_consume()
+        self._raise_pending()
 
     def stats(self) -> dict[str, int]:
         table = self.bpf["stats"]
