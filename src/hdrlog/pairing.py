@@ -1,0 +1,125 @@
+"""Request/response pairing for one connection (HTTP/1.x: responses come back in request order).
+
+Directions are seen from the traced process: "in" is what it read, "out" what it wrote.  Requests
+are queued per direction; a response on the opposite direction answers the oldest one.
+
+Policy after lost data (:meth:`Pairer.reset`).  A gap can lose whole requests or whole responses,
+after which plain FIFO pairing would stay shifted for the rest of a keep-alive connection.  Pending
+requests are therefore kept but marked *stale*: a later response pairs with the oldest request that
+arrived after the reset if there is one (the stale ones are then dropped and counted in
+``unpaired``), otherwise with the oldest stale one.  For the usual one-request-at-a-time traffic
+this is exact whichever side lost data:
+
+* response side lost R1's response: R1 is stale, R2 arrives fresh, its response pairs with R2;
+* request side lost bytes of R2 while R1 waited: R1's response pairs with R1 (no fresh request).
+
+Pipelined traffic across a gap may still be mispaired; nothing in the bytes can tell.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .model import HttpMessage
+
+__all__ = ["Pairer", "MAX_PENDING"]
+
+MAX_PENDING = 256  # requests waiting for a response, per direction
+_OPPOSITE = {"in": "out", "out": "in"}
+
+
+def _interim(msg: HttpMessage) -> bool:
+    """1xx responses other than 101 are followed by the final response to the same request."""
+    st = msg.status
+    return st is not None and 100 <= st < 200 and st != 101
+
+
+class Pairer:
+    """Pairs the responses of one connection with their requests (one Pairer per connection).
+
+    Attributes: ``unpaired`` counts requests dropped without a response (queue bound, stale after
+    a reset) and responses for which no request was pending.
+    """
+
+    __slots__ = ("_q", "_stale", "_role", "unpaired", "max_pending")
+
+    def __init__(self, *, max_pending: int = MAX_PENDING):
+        self._q: dict[str, deque[HttpMessage]] = {"in": deque(), "out": deque()}
+        self._stale = {"in": 0, "out": 0}  # the first N requests of each queue predate a reset
+        self._role: str | None = None
+        self.unpaired = 0
+        self.max_pending = max(1, max_pending)
+
+    def on_message(self, msg: HttpMessage, direction: str) -> HttpMessage:
+        """Queue a request, or attach ``request``/``latency_ms`` to a response. Returns ``msg``."""
+        if msg.kind == "request":
+            q = self._q[direction]
+            if len(q) >= self.max_pending:
+                q.popleft()
+                self.unpaired += 1
+                if self._stale[direction]:
+                    self._stale[direction] -= 1
+            q.append(msg)
+            if self._role is None:
+                self._role = "server" if direction == "in" else "client"
+            return msg
+        if self._role is None:
+            self._role = "server" if direction == "out" else "client"
+        src = _OPPOSITE[direction]
+        q = self._q[src]
+        if not q:
+            self.unpaired += 1
+            return msg
+        stale = self._stale[src]
+        if _interim(msg):  # 100 Continue, 103 Early Hints: the final response still pairs
+            req = q[stale] if len(q) > stale else q[0]
+        else:
+            if stale and len(q) > stale:  # fresh requests exist: the stale ones lost their answer
+                for _ in range(stale):
+                    q.popleft()
+                self.unpaired += stale
+                stale = 0
+            req = q.popleft()
+            self._stale[src] = stale - 1 if stale else 0
+        msg.request = req
+        msg.latency_ms = round((msg.ts_ns - req.ts_ns) / 1e6, 3)
+        return msg
+
+    def response_to(self, direction: str, skip: int = 0) -> str | None:
+        """Method of the request that the next response on ``direction`` answers.
+
+        ``skip`` final responses already parsed but not yet given to :meth:`on_message` are skipped
+        (pipelining; :class:`~hdrlog.http1.Http1Parser` passes it when its callable accepts it).
+        """
+        q = self._q[_OPPOSITE[direction]]
+        stale = self._stale[_OPPOSITE[direction]]
+        i = (stale if len(q) > stale else 0) + skip
+        if i < len(q):
+            return q[i].method
+        return None
+
+    def responder(self, direction: str):
+        """``response_to`` callable for the Http1Parser of ``direction`` (supports ``skip``)."""
+
+        def response_to(skip: int = 0) -> str | None:
+            return self.response_to(direction, skip)
+
+        return response_to
+
+    @property
+    def role(self) -> str | None:
+        """"server" if requests arrive "in", "client" if they go "out", None before any message."""
+        return self._role
+
+    def reset(self) -> None:
+        """Data was lost on this connection: mark all pending requests stale (see module doc).
+
+        Give the messages returned by the parser's ``gap()`` to :meth:`on_message` first, so a
+        truncated response still consumes its request.
+        """
+        for d, q in self._q.items():
+            self._stale[d] = len(q)
+
+    def pending(self, direction: str) -> int:
+        """Requests of ``direction`` still waiting for a response."""
+        return len(self._q[direction])

@@ -1,0 +1,313 @@
+"""Redaction of secrets in header values and query strings (on by default wherever hdrlog writes).
+
+A secret becomes ``<redacted:XXXXXXXX>``: 8 hex digits of HMAC-SHA256(key, value), so an auditor can
+see that two requests carried the same credential without seeing it.  The key is the ``key``
+argument, else a 32-byte random key kept in ``$HDRLOG_KEY_FILE`` or ``/var/lib/hdrlog/redact.key``
+(created 0600 in a 0700 directory), so markers stay comparable across runs.  When that file cannot
+be read or created (not root), a per-process random key is used and :data:`EPHEMERAL_KEY` is set.
+
+What is kept, because auditors need it and it is not secret: the scheme of Authorization-like
+headers (``Bearer <redacted:…>``), cookie names (``sid=<redacted:…>; theme=<redacted:…>``), the
+name and attributes of Set-Cookie (``sid=<redacted:…>; Path=/; HttpOnly``), and everything in a path
+except the values of secret-looking query parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from urllib.parse import unquote
+
+__all__ = ["Redactor", "DEFAULT_KEY_FILE", "EPHEMERAL_KEY", "KEY_PROBLEM", "load_key"]
+
+DEFAULT_KEY_FILE = "/var/lib/hdrlog/redact.key"
+KEY_BYTES = 32
+
+#: True once a per-process key had to be used because the key file was unusable.
+EPHEMERAL_KEY = False
+#: Why the key file could not be used (one sentence), or None.
+KEY_PROBLEM: str | None = None
+
+_process_key: bytes | None = None  # key loaded (or generated) once per process and file
+_process_key_file: str | None = None
+
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "set-cookie2",
+        "x-api-key",
+        "api-key",
+        "apikey",
+        "x-apikey",
+        "x-auth-token",
+        "x-access-token",
+        "x-csrf-token",
+        "x-xsrf-token",
+        "x-amz-security-token",
+        "x-goog-api-key",
+        "ocp-apim-subscription-key",
+        "x-vault-token",
+        "private-token",
+        "job-token",
+        "x-upstream-authorization",
+        "x-forwarded-authorization",
+        "x-original-authorization",
+        "x-functions-key",
+        "x-ms-client-secret",
+        "x-client-secret",
+        "x-refresh-token",
+        "x-id-token",
+        "x-session-token",
+        "x-session-id",
+        "x-jwt-assertion",
+        "x-jwt",
+        "cf-access-jwt-assertion",
+        "cf-access-client-secret",
+        "x-shopify-access-token",
+        "x-hasura-admin-secret",
+        "x-consul-token",
+        "x-nomad-token",
+        "x-sentry-auth",
+        "x-stripe-client-user-agent-secret",
+        "dd-api-key",
+        "x-dd-api-key",
+        "x-honeycomb-team",
+        "x-newrelic-api-key",
+        "x-figma-token",
+        "x-gitlab-token",
+        "x-github-token",
+        "x-slack-signature",
+        "x-twilio-signature",
+    }
+)
+
+# Any name with one of these words as a whole "-"/"_"-separated part is secret.  Whole parts only:
+# "x-ratelimit-remaining-tokens" (plural, a count), "sec-websocket-key" (a nonce) and
+# "www-authenticate" stay visible.
+_SECRET_NAME = re.compile(
+    r"(?:^|[-_])(?:api[-_]?key|access[-_]?key|secret[-_]?key|private[-_]?key|secret|token|password|passwd"
+    r"|auth|credentials?)(?:$|[-_])"
+)
+# Metadata about a secret rather than the secret ("x-auth-token-expires", "x-token-type").
+_NOT_SECRET_NAME = re.compile(
+    r"ratelimit|rate-limit|(?:[-_](?:expires?(?:-in|-at)?|expiry|expiration|ttl|type|count|length"
+    r"|remaining|limit|reset|required|status|scheme|method|url|uri|endpoint))$"
+)
+_AUTHORIZATION_NAME = re.compile(r"(?:^|-)authorization$")
+
+# Authorization schemes kept in clear: registered ones and plain words.
+_SCHEME = re.compile(r"[A-Za-z]{2,20}|AWS4-HMAC-SHA256|GOOG4-(?:HMAC|RSA)-SHA256|SCRAM-SHA-(?:1|256)")
+
+# Query parameter names whose value is secret (lowercased, percent-decoded).
+SECRET_PARAMS = frozenset(
+    {
+        "token", "access_token", "refresh_token", "id_token", "auth_token", "api_key", "apikey",
+        "api-key", "key", "secret", "client_secret", "password", "passwd", "pwd", "pass", "sig",
+        "signature", "auth", "code", "jwt", "session", "sessionid", "session_id", "sid",
+        "private_token", "x-amz-signature", "x-amz-security-token", "x-amz-credential",
+        "x-goog-signature", "x-goog-credential", "awsaccesskeyid",
+    }
+)  # fmt: skip
+_SECRET_PARAM = re.compile(
+    r"(?:^|[-_.])(?:token|secret|password|passwd|signature|sig|api[-_]?key|access[-_]?key|auth"
+    r"|jwt|credential)(?:$|[-_.])"
+)
+_PARAM_SPLIT = re.compile(r"([&;])")
+_COOKIE_SPLIT = re.compile(r"(;\s*)")
+_WORD_SPLIT = re.compile(r"(\s+)")
+
+_CACHE_MAX = 4096
+
+
+def load_key(path: str | None = None) -> bytes:
+    """The redaction key from ``path`` ($HDRLOG_KEY_FILE, /var/lib/hdrlog/redact.key), created if
+    missing; a per-process random key (and :data:`EPHEMERAL_KEY` = True) when that fails."""
+    global _process_key, _process_key_file, EPHEMERAL_KEY, KEY_PROBLEM
+    if path is None:
+        path = os.environ.get("HDRLOG_KEY_FILE") or DEFAULT_KEY_FILE
+    if _process_key is not None and _process_key_file == path:
+        return _process_key
+    try:
+        key = _read_or_create(path)
+        problem = None
+    except OSError as e:
+        key = secrets.token_bytes(KEY_BYTES)
+        problem = (
+            f"cannot use redaction key file {path} ({e.strerror or e}); "
+            "markers are only comparable within this run"
+        )
+    except ValueError as e:
+        key = secrets.token_bytes(KEY_BYTES)
+        problem = f"{e}; markers are only comparable within this run"
+    EPHEMERAL_KEY = problem is not None
+    KEY_PROBLEM = problem
+    _process_key, _process_key_file = key, path
+    return key
+
+
+def _read_or_create(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            key = f.read(KEY_BYTES + 1)
+    except FileNotFoundError:
+        pass
+    else:
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"redaction key file {path} does not hold exactly {KEY_BYTES} bytes")
+        return key
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    # write a temporary file then link it into place: concurrent hdrlog processes agree on one key
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(KEY_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race: use its key
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    with open(path, "rb") as f:
+        key = f.read(KEY_BYTES + 1)
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"redaction key file {path} does not hold exactly {KEY_BYTES} bytes")
+    return key
+
+
+class Redactor:
+    """Replaces secrets in header values and query strings by ``<redacted:XXXXXXXX>`` markers."""
+
+    def __init__(
+        self,
+        *,
+        show_secrets: bool = False,
+        extra_names: Iterable[str] = (),
+        key: bytes | None = None,
+    ):
+        self.show_secrets = show_secrets
+        self.extra_names = frozenset(n.strip().lower() for n in extra_names if n.strip())
+        if show_secrets:
+            self._key = b""
+        else:
+            self._key = bytes(key) if key is not None else load_key()
+        self._names: dict[str, bool] = {}
+
+    # ------------------------------------------------------------------ public API
+
+    def value(self, secret: str) -> str:
+        """The marker standing for ``secret``."""
+        digest = hmac.new(self._key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return f"<redacted:{digest.hexdigest()[:8]}>"
+
+    def is_secret_name(self, name: str) -> bool:
+        """Is a header with this name (any case) secret?"""
+        r = self._names.get(name)
+        if r is None:
+            low = name.strip().lower()
+            r = (
+                low in SECRET_HEADERS
+                or low in self.extra_names
+                or _AUTHORIZATION_NAME.search(low) is not None
+                or (_SECRET_NAME.search(low) is not None and _NOT_SECRET_NAME.search(low) is None)
+            )
+            if len(self._names) >= _CACHE_MAX:
+                self._names.clear()
+            self._names[name] = r
+        return r
+
+    def headers(self, headers: list[tuple[str, str]]) -> list[list[str]]:
+        """JSON-ready ``[name, value]`` pairs, wire order kept, secret values redacted."""
+        if self.show_secrets:
+            return [[n, v] for n, v in headers]
+        out = []
+        for n, v in headers:
+            if v and self.is_secret_name(n):
+                v = self._header_value(n.strip().lower(), v)
+            out.append([n, v])
+        return out
+
+    def path(self, path: str) -> str:
+        """``path`` with the values of secret-looking query parameters redacted, the rest unchanged."""
+        if self.show_secrets or not path:
+            return path
+        q = path.find("?")
+        if q < 0:
+            return path
+        h = path.find("#", q)
+        query = path[q + 1 : h] if h >= 0 else path[q + 1 :]
+        if not query:
+            return path
+        parts = _PARAM_SPLIT.split(query)
+        changed = False
+        for i in range(0, len(parts), 2):
+            item = parts[i]
+            eq = item.find("=")
+            if eq < 0 or eq + 1 == len(item):
+                continue
+            if self._secret_param(item[:eq]):
+                parts[i] = item[: eq + 1] + self.value(item[eq + 1 :])
+                changed = True
+        if not changed:
+            return path
+        rest = path[h:] if h >= 0 else ""
+        return path[: q + 1] + "".join(parts) + rest
+
+    # ------------------------------------------------------------------ internals
+
+    def _secret_param(self, name: str) -> bool:
+        low = unquote(name).strip().lower() if "%" in name else name.strip().lower()
+        return low in SECRET_PARAMS or _SECRET_PARAM.search(low) is not None
+
+    def _header_value(self, low: str, v: str) -> str:
+        if low == "cookie":
+            return self._cookie(v)
+        if low in ("set-cookie", "set-cookie2"):
+            return self._set_cookie(v)
+        if _AUTHORIZATION_NAME.search(low) or low == "authorization":
+            return self._authorization(v)
+        return self.value(v)
+
+    def _authorization(self, v: str) -> str:
+        # "<scheme> <credentials>": keep the scheme word and the whitespace after it
+        parts = _WORD_SPLIT.split(v.lstrip(), maxsplit=1)
+        if len(parts) == 3 and parts[2] and _SCHEME.fullmatch(parts[0]):
+            lead = v[: len(v) - len(v.lstrip())]
+            return f"{lead}{parts[0]}{parts[1]}{self.value(parts[2])}"
+        return self.value(v)
+
+    def _pair(self, item: str) -> str:
+        """``name=value`` -> ``name=<redacted:…>``; an item without "=" is redacted whole."""
+        eq = item.find("=")
+        if eq < 0:
+            return self.value(item) if item.strip() else item
+        val = item[eq + 1 :]
+        if not val:
+            return item
+        return item[: eq + 1] + self.value(val)
+
+    def _cookie(self, v: str) -> str:
+        parts = _COOKIE_SPLIT.split(v)
+        for i in range(0, len(parts), 2):
+            if parts[i]:
+                parts[i] = self._pair(parts[i])
+        return "".join(parts)
+
+    def _set_cookie(self, v: str) -> str:
+        # only the first item is the cookie; Path/Domain/Expires/Max-Age/SameSite/... are attributes
+        parts = _COOKIE_SPLIT.split(v, maxsplit=1)
+        parts[0] = self._pair(parts[0])
+        return "".join(parts)

@@ -1,0 +1,240 @@
+"""Tests for hdrlog.redact.Redactor and the key file."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import stat
+
+import pytest
+
+from hdrlog import redact
+from hdrlog.redact import Redactor
+
+KEY = b"k" * 32
+MARK = re.compile(r"<redacted:[0-9a-f]{8}>")
+
+
+@pytest.fixture
+def r():
+    return Redactor(key=KEY)
+
+
+def mark(value: str, key: bytes = KEY) -> str:
+    return "<redacted:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:8] + ">"
+
+
+# ----------------------------------------------------------------------------------------- marker
+
+
+def test_marker_is_hmac_sha256_prefix(r):
+    assert r.value("s3cr3t") == mark("s3cr3t")
+    assert MARK.fullmatch(r.value("x"))
+
+
+def test_marker_is_stable_and_keyed():
+    a, b = Redactor(key=KEY), Redactor(key=KEY)
+    assert a.value("tok") == b.value("tok")  # equal secrets correlate, across instances
+    assert a.value("tok") != a.value("tok2")
+    assert Redactor(key=b"other" * 8).value("tok") != a.value("tok")
+
+
+# ------------------------------------------------------------------------------------------ names
+
+BRIEF_NAMES = [
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "apikey",
+    "x-auth-token", "x-access-token", "x-csrf-token", "x-xsrf-token", "x-amz-security-token",
+    "x-goog-api-key", "ocp-apim-subscription-key", "x-vault-token", "private-token",
+    "x-upstream-authorization",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BRIEF_NAMES)
+def test_default_secret_names_any_case(r, name):
+    assert r.is_secret_name(name)
+    assert r.is_secret_name(name.upper())
+    assert r.is_secret_name("-".join(w.capitalize() for w in name.split("-")))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["X-My-Api-Key", "x-service-apikey", "X-Client-Secret", "x-service-token", "x-auth", "X-Auth-User",
+     "db-password", "x_api_key", "x-forwarded-authorization", "x-ms-token-aad-id-token", "X-Credentials",
+     "x-amz-access-key"],
+)  # fmt: skip
+def test_pattern_secret_names(r, name):
+    assert r.is_secret_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["x-ratelimit-remaining-tokens", "x-ratelimit-limit-tokens", "x-ratelimit-reset-tokens",
+     "anthropic-ratelimit-input-tokens-remaining", "x-ratelimit-remaining-token", "x-token-expires",
+     "x-auth-token-expires-in", "x-token-type", "sec-websocket-key", "www-authenticate",
+     "proxy-authenticate", "authentication-info", "content-type", "x-request-id", "accept", "host",
+     "x-tokens-used", "x-author", "oauth-scopes", "keep-alive", "x-keyboard", "x-secrets-count"],
+)  # fmt: skip
+def test_not_secret_names(r, name):
+    assert not r.is_secret_name(name)
+
+
+def test_extra_names():
+    r = Redactor(key=KEY, extra_names=["X-Tenant", " x-internal-user "])
+    assert r.is_secret_name("x-tenant") and r.is_secret_name("X-INTERNAL-USER")
+    assert r.headers([("X-Tenant", "acme")]) == [["X-Tenant", mark("acme")]]
+
+
+# ---------------------------------------------------------------------------------------- headers
+
+
+def test_plain_secret_header_fully_redacted_and_order_kept(r):
+    hdrs = [("Host", "a"), ("X-Api-Key", "abc123"), ("Accept", "*/*"), ("x-api-key", "abc123")]
+    assert r.headers(hdrs) == [["Host", "a"], ["X-Api-Key", mark("abc123")], ["Accept", "*/*"],
+                               ["x-api-key", mark("abc123")]]  # fmt: skip
+
+
+def test_authorization_keeps_scheme(r):
+    out = r.headers([("Authorization", "Bearer eyJhbGci.payload.sig"), ("authorization", "Basic dXNlcjpwYXNz"),
+                     ("Proxy-Authorization", "Digest username=\"u\", response=\"abc\""),
+                     ("Authorization", "AWS4-HMAC-SHA256 Credential=AKIA/x, Signature=ff"),
+                     ("X-Upstream-Authorization", "Bearer up")])  # fmt: skip
+    assert out == [
+        ["Authorization", "Bearer " + mark("eyJhbGci.payload.sig")],
+        ["authorization", "Basic " + mark("dXNlcjpwYXNz")],
+        ["Proxy-Authorization", "Digest " + mark('username="u", response="abc"')],
+        ["Authorization", "AWS4-HMAC-SHA256 " + mark("Credential=AKIA/x, Signature=ff")],
+        ["X-Upstream-Authorization", "Bearer " + mark("up")],
+    ]
+
+
+def test_authorization_without_scheme_is_redacted_whole(r):
+    assert r.headers([("Authorization", "sk-live-0123456789")]) == [["Authorization", mark("sk-live-0123456789")]]
+    assert r.headers([("Authorization", "Bearer")]) == [["Authorization", mark("Bearer")]]
+    # a first word that does not look like a scheme is not kept
+    assert r.headers([("Authorization", "tok3n-123 x")]) == [["Authorization", mark("tok3n-123 x")]]
+
+
+def test_cookie_keeps_names(r):
+    (out,) = r.headers([("Cookie", "sid=abc123; theme=dark;lang=en; flag")])
+    assert out == ["Cookie", f"sid={mark('abc123')}; theme={mark('dark')};lang={mark('en')}; {mark('flag')}"]
+
+
+def test_set_cookie_keeps_name_and_attributes(r):
+    hdrs = [("Set-Cookie", "sid=abc123; Path=/; HttpOnly; Secure; SameSite=Lax"),
+            ("Set-Cookie", "csrf=zzz; Max-Age=3600; Domain=example.com"),
+            ("set-cookie", "empty=; Path=/")]  # fmt: skip
+    assert r.headers(hdrs) == [
+        ["Set-Cookie", f"sid={mark('abc123')}; Path=/; HttpOnly; Secure; SameSite=Lax"],
+        ["Set-Cookie", f"csrf={mark('zzz')}; Max-Age=3600; Domain=example.com"],
+        ["set-cookie", "empty=; Path=/"],
+    ]
+
+
+def test_empty_secret_value_stays_empty(r):
+    assert r.headers([("X-Api-Key", "")]) == [["X-Api-Key", ""]]
+
+
+def test_show_secrets_returns_values_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setenv("HDRLOG_KEY_FILE", str(tmp_path / "nope" / "k"))
+    r = Redactor(show_secrets=True)
+    hdrs = [("Authorization", "Bearer x"), ("Cookie", "a=b")]
+    assert r.headers(hdrs) == [["Authorization", "Bearer x"], ["Cookie", "a=b"]]
+    assert r.path("/a?token=t&x=1") == "/a?token=t&x=1"
+    assert not (tmp_path / "nope").exists()  # no key needed, no file written
+
+
+def test_output_is_json_ready(r):
+    out = r.headers([("A", "1")])
+    assert isinstance(out, list) and isinstance(out[0], list)
+    assert json.loads(json.dumps(out)) == [["A", "1"]]
+
+
+# ------------------------------------------------------------------------------------------ paths
+
+
+def test_path_query_secrets(r):
+    assert r.path("/cb?token=abc&q=1") == f"/cb?token={mark('abc')}&q=1"
+    assert r.path("/o?code=xyz&state=s1") == f"/o?code={mark('xyz')}&state=s1"
+    assert r.path("/m?key=AIza123&center=Paris") == f"/m?key={mark('AIza123')}&center=Paris"
+    p = "/b/o?X-Amz-Algorithm=AWS4&X-Amz-Credential=AKIA%2F1&X-Amz-Signature=ffee&X-Amz-Expires=60"
+    assert r.path(p) == (f"/b/o?X-Amz-Algorithm=AWS4&X-Amz-Credential={mark('AKIA%2F1')}"
+                         f"&X-Amz-Signature={mark('ffee')}&X-Amz-Expires=60")  # fmt: skip
+    assert r.path("/s?sig=1;api_key=2;page=3") == f"/s?sig={mark('1')};api_key={mark('2')};page=3"
+    assert r.path("/s?my_access_token=t") == f"/s?my_access_token={mark('t')}"
+    assert r.path("/s?access%5Ftoken=t") == f"/s?access%5Ftoken={mark('t')}"  # name matched decoded
+    assert r.path("/s?Password=p&user=u") == f"/s?Password={mark('p')}&user=u"
+
+
+def test_path_rest_is_byte_exact(r):
+    for p in ["/", "/a/b%20c/d?", "/x?q=1&&r=%2F&s", "*", "example.com:443", "/t?token=&a=1",
+              "/a?sort=desc#frag", "/p?keyword=x&monkey=y&tokens=3", "/u?secretary=1"]:  # fmt: skip
+        assert r.path(p) == p
+    assert r.path("/a?token=t&x=%ZZ#token=frag") == f"/a?token={mark('t')}&x=%ZZ#token=frag"
+    assert r.path("/a?token=a=b") == f"/a?token={mark('a=b')}"
+
+
+def test_no_secret_substring_in_output(r):
+    secrets_ = ["eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", "dXNlcjpodW50ZXIy", "s3ss10nIdValue",
+                "AKIAIOSFODNN7EXAMPLE", "hunter2hunter2", "ghp_16C7e42F292c6912E7710c838347Ae178B4a"]  # fmt: skip
+    hdrs = [("Authorization", f"Bearer {secrets_[0]}"), ("Proxy-Authorization", f"Basic {secrets_[1]}"),
+            ("Cookie", f"SID={secrets_[2]}; other={secrets_[3]}"), ("Set-Cookie", f"SID={secrets_[2]}; Path=/"),
+            ("X-Vault-Token", secrets_[4]), ("Private-Token", secrets_[5]), ("X-Forwarded-Access-Token", secrets_[4])]  # fmt: skip
+    path = f"/api?access_token={secrets_[0]}&password={secrets_[4]}&q=ok"
+    blob = json.dumps({"headers": r.headers(hdrs), "path": r.path(path)})
+    for s in secrets_:
+        assert s not in blob
+        assert s[:12] not in blob
+    assert "q=ok" in blob and "SID=" in blob and "Bearer " in blob
+
+
+# --------------------------------------------------------------------------------------- key file
+
+
+@pytest.fixture
+def fresh_key_state(monkeypatch):
+    monkeypatch.setattr(redact, "_process_key", None)
+    monkeypatch.setattr(redact, "_process_key_file", None)
+    monkeypatch.setattr(redact, "EPHEMERAL_KEY", False)
+    monkeypatch.setattr(redact, "KEY_PROBLEM", None)
+
+
+def test_key_file_created_private_and_reused(tmp_path, monkeypatch, fresh_key_state):
+    path = tmp_path / "state" / "redact.key"
+    monkeypatch.setenv("HDRLOG_KEY_FILE", str(path))
+    m1 = Redactor().value("secret")
+    assert path.stat().st_size == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert not redact.EPHEMERAL_KEY
+    assert m1 == mark("secret", path.read_bytes())
+    # another process (simulated by forgetting the cache) reads the same key
+    monkeypatch.setattr(redact, "_process_key", None)
+    assert Redactor().value("secret") == m1
+    assert [p.name for p in path.parent.iterdir()] == ["redact.key"]  # no temp file left
+
+
+def test_unusable_key_file_falls_back_to_process_key(tmp_path, monkeypatch, fresh_key_state):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("HDRLOG_KEY_FILE", str(blocker / "redact.key"))
+    r1 = Redactor()
+    assert redact.EPHEMERAL_KEY and "redact.key" in redact.KEY_PROBLEM
+    assert MARK.fullmatch(r1.value("x"))
+    assert Redactor().value("x") == r1.value("x")  # one key per process
+
+
+def test_key_file_of_wrong_size_is_not_overwritten(tmp_path, monkeypatch, fresh_key_state):
+    path = tmp_path / "redact.key"
+    path.write_bytes(b"short")
+    monkeypatch.setenv("HDRLOG_KEY_FILE", str(path))
+    Redactor().value("x")
+    assert redact.EPHEMERAL_KEY and path.read_bytes() == b"short"
+
+
+def test_explicit_key_does_not_touch_files(tmp_path, monkeypatch, fresh_key_state):
+    monkeypatch.setenv("HDRLOG_KEY_FILE", str(tmp_path / "k" / "redact.key"))
+    assert Redactor(key=KEY).value("v") == mark("v")
+    assert not os.path.exists(tmp_path / "k")
