@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hdrlog.events import Attr, Dir, Event, Kind
+from hdrlog.fdsock import FdSockets
 from hdrlog.http1 import Http1Parser
 from hdrlog.model import HttpMessage
 from hdrlog.pairing import Pairer
@@ -57,8 +58,8 @@ class Conn:
     def parser(self, direction: str) -> Http1Parser:
         p = self.parsers.get(direction)
         if p is None:
-            pairer = self.pairer  # a response parser asks which method it answers (HEAD has no body)
-            p = self.parsers[direction] = Http1Parser(response_to=lambda: pairer.response_to(direction))
+            # a response parser asks which method it answers (HEAD has no body), also when pipelined
+            p = self.parsers[direction] = Http1Parser(response_to=self.pairer.responder(direction))
         return p
 
     def learn(self, ev: Event) -> None:
@@ -86,6 +87,7 @@ class Tracker:
         self.conns: dict[tuple[int, int], Conn] = {}
         self._ids = itertools.count(1)
         self.counts = {"events": 0, "gaps": 0, "truncated_calls": 0, "closed": 0, "expired": 0}
+        self.fds = FdSockets()  # tuples of events that only know the fd (Go)
 
     def _conn(self, ev: Event) -> Conn:
         key = (ev.pid, ev.conn)
@@ -102,6 +104,8 @@ class Tracker:
 
     def on_event(self, ev: Event) -> None:
         self.counts["events"] += 1
+        if ev.fd >= 0:
+            self.fds.on_event(ev)  # fills ev.local/ev.peer from (pid, fd); forgets the fd on close
         kind = ev.kind
         if kind == Kind.DATA:
             self._data(ev)
@@ -125,6 +129,7 @@ class Tracker:
             c.gaps += 1
             for d in ("in", "out"):
                 self._run(c, d, c.parser(d).gap(0, ev.ts_ns), ev)
+            c.pairer.reset()  # pending requests may have lost their responses (or vice versa)
         parser = c.parser(direction)
         if ev.data:
             self._run(c, direction, parser.feed(ev.data, ev.ts_ns), ev)
