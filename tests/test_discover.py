@@ -347,7 +347,7 @@ def test_go_process_with_symbols(spawn, tmp_path):
     assert all(s.table == ".symtab" for s in t.symbols.values())
     msg = explain_none(pid)
     print(f"\n{msg}")
-    assert f"is a Go {t.version} binary" in msg and "not yet supported" in msg
+    assert f"has TLS code: go in {DOCKER}" in msg
 
 
 def test_stripped_go_process(spawn):
@@ -357,7 +357,7 @@ def test_stripped_go_process(spawn):
     msg = explain_none(pid)
     print(f"\n{msg}")
     assert f"is a Go {go_info(STRIPPED_GO)} binary (stripped);" in msg
-    assert "not yet supported" in msg
+    assert "no crypto/tls" in msg
 
 
 def test_version_helpers():

@@ -9,8 +9,9 @@ What is searched (kept small on purpose; big gateways map hundreds of objects):
 An object carries TLS when it *defines* SSL_read/SSL_write (or their _ex variants) as functions.
 Kinds: "openssl" (an object named libssl*), "openssl-static" (any other object, e.g. node's
 executable; this also covers OpenSSL-compatible layers such as libgnutls-openssl), "boringssl"
-(BoringSSL-only functions are present, however it is linked), "go" (a Go executable defining
-crypto/tls.(*Conn).Read/Write in its .symtab; its ``symbols`` are keyed by those Go names).
+(BoringSSL-only functions are present, however it is linked), "go" (a Go executable, go1.17 or later,
+defining crypto/tls.(*Conn).Read/Write, found in its .symtab or, when stripped, in its .gopclntab
+function table (gopclntab.py); its ``symbols`` are keyed by those Go names).
 
 Objects are opened from hdrlog's mount namespace as /proc/PID/root/<path>, which works for
 containers; a mapped file that was deleted or replaced since (e.g. libssl upgraded under a running
@@ -25,6 +26,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hdrlog import golang, gopclntab
 from hdrlog.elfsyms import ElfFile, Symbol
 from hdrlog.errors import HdrlogError
 
@@ -296,6 +298,7 @@ class _Search:
     targets: list[TlsTarget] = field(default_factory=list)
     go_version: str | None = None
     go_stripped: bool = False  # the Go executable has no .symtab
+    go_problem: str | None = None  # why its crypto/tls cannot be probed (too old, unreadable table)
 
 
 def _is_libssl(m: Mapping) -> bool:
@@ -329,10 +332,13 @@ def _search(pid: int) -> _Search:
             is_exe = m == s.exe
             if is_exe:
                 s.go_version = _go_version(elf)
+                if s.go_version is None and (elf.get_section(".gopclntab") or elf.get_section(".note.go.buildid")):
+                    s.go_version = "go (version unknown)"
                 if s.go_version:
                     s.go_stripped = elf.get_section(".symtab") is None
-                    syms = elf.lookup(GO_TLS_FUNCS)
-                    if any(n in syms for n in GO_TLS_FUNCS[:2]):
+                    syms = _go_symbols(elf, s)
+                    s.go_problem = s.go_problem or golang.unsupported_reason(s.go_version)
+                    if s.go_problem is None and any(n in syms for n in GO_TLS_FUNCS[:2]):
                         found.append((0, TlsTarget(pid, "go", m, syms, s.go_version)))
             syms = elf.lookup(OPENSSL_FUNCS + BORINGSSL_MARKERS + ("OpenSSL_version_num",))
             if not any(n in syms for n in _IO_FUNCS):
@@ -349,6 +355,18 @@ def _search(pid: int) -> _Search:
     found.sort(key=lambda t: (t[0], t[1].mapping.path, t[1].mapping.dev, t[1].mapping.inode, t[1].kind))
     s.targets = [t for _, t in found]
     return s
+
+
+def _go_symbols(elf: ElfFile, s: _Search) -> dict[str, Symbol]:
+    """crypto/tls functions of a Go executable: .symtab, else (stripped) the .gopclntab function table."""
+    syms = elf.lookup(GO_TLS_FUNCS)
+    if all(n in syms for n in GO_TLS_FUNCS[:2]):
+        return syms
+    try:
+        return {**gopclntab.lookup(elf, GO_TLS_FUNCS), **syms}
+    except HdrlogError as e:
+        s.go_problem = str(e).rstrip(".")
+        return syms
 
 
 def _libcrypto_version(pid: int, libssl: Mapping, s: _Search) -> str | None:
@@ -382,13 +400,12 @@ def _names(ms: list[Mapping], limit: int = 8) -> str:
 
 
 def explain_none(pid: int) -> str:
-    """One sentence on why no OpenSSL/BoringSSL target was found in `pid`: what was searched, and
-    whether the executable is a Go binary (whose crypto/tls is not supported yet)."""
+    """One sentence on why no TLS target was found in `pid`: what was searched, and whether the
+    executable is a Go binary (and why its crypto/tls cannot be probed)."""
     s = _search(pid)
     who = f"PID {pid} ({s.comm})"
-    ssl = [t for t in s.targets if t.kind != "go"]
-    if ssl:
-        return f"{who} has TLS code: " + "; ".join(f"{t.kind} in {t.mapping.path}" for t in ssl) + "."
+    if s.targets:
+        return f"{who} has TLS code: " + "; ".join(f"{t.kind} in {t.mapping.path}" for t in s.targets) + "."
     if not s.maps:
         return f"{who} maps no files (a kernel thread or a zombie), so there is nothing to search."
     hints = ", ".join(f"*{h}*" for h in NAME_HINTS)
@@ -399,5 +416,6 @@ def explain_none(pid: int) -> str:
     if s.go_version:
         exe = s.exe.path if s.exe else "its executable"
         stripped = " (stripped)" if s.go_stripped else ""
-        text += f"; {exe} is a Go {s.go_version} binary{stripped}; Go crypto/tls support is separate (not yet supported)"
+        why = s.go_problem or "it has no crypto/tls (*Conn).Read/Write (it does not use Go's TLS)"
+        text += f"; {exe} is a Go {s.go_version} binary{stripped}; hdrlog cannot probe its TLS: {why}"
     return text + "."

@@ -1,0 +1,95 @@
+"""Go binaries: which toolchains hdrlog can probe, and where a Go function returns.
+
+Go code must never get a uretprobe: it replaces the return address on the goroutine stack, which the Go
+runtime copies and walks (stack growth, GC, tracebacks), so the process crashes or the probe misfires. A
+function's result is read instead by uprobes on each of its RET instructions, which are found here by
+disassembling the function with capstone (a linear sweep is exact for Go: the Go toolchain puts no data in
+.text, and pads between functions with INT3).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+
+from hdrlog.elfsyms import ElfFile, Symbol
+from hdrlog.errors import HdrlogError
+
+__all__ = ["MIN_GO", "parse_version", "unsupported_reason", "return_sites", "return_offsets"]
+
+MIN_GO = (1, 17)  # the register ABI on amd64 (receiver/args in RAX, RBX, RCX..., g in R14)
+_MAX_FUNC = 1 << 20  # a function larger than this is not what we think it is
+
+_cache: OrderedDict[tuple, tuple[int, ...]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def parse_version(version: str | None) -> tuple[int, int, int] | None:
+    """(1, 22, 3) from "go1.22.3", "go1.21rc2", "go1.24.3 X:boringcrypto", "devel go1.23-abc"; else None."""
+    if not version:
+        return None
+    m = re.search(r"go(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def unsupported_reason(version: str | None) -> str | None:
+    """Why hdrlog cannot probe crypto/tls of this Go version, or None if it can."""
+    v = parse_version(version)
+    if v is None:
+        return None  # unknown: try (symbols and disassembly still have to work out)
+    if v[:2] < MIN_GO:
+        return (f"{version} predates Go's register ABI (go1.17), which hdrlog's Go probes rely on; "
+                f"rebuild the program with go1.17 or later")
+    return None
+
+
+def return_sites(code: bytes, vaddr: int) -> list[int]:
+    """Virtual addresses of the RET instructions in `code` (a whole function starting at `vaddr`).
+
+    Raises HdrlogError when the bytes do not disassemble to the end (something other than Go code, or
+    a wrong function size): a missed RET would silently lose every call that leaves through it.
+    """
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+    md = Cs(CS_ARCH_X86, CS_MODE_64)
+    md.skipdata = False
+    rets = []
+    end = vaddr
+    for address, size, mnemonic, _ops in md.disasm_lite(code, vaddr):
+        if mnemonic in ("ret", "retf", "iret", "iretq") or mnemonic.startswith("ret"):
+            rets.append(address)
+        end = address + size
+    tail = code[end - vaddr:]
+    if tail.strip(b"\xcc\x00"):
+        raise HdrlogError(f"cannot disassemble the function at {vaddr:#x} past {end:#x} "
+                          f"({len(tail)} bytes left, starting {tail[:8].hex()}); not probing its returns.")
+    return rets
+
+
+def return_offsets(path: str, sym: Symbol) -> tuple[int, ...]:
+    """File offsets of the RET instructions of the function `sym` in the ELF file `path` (memoised per
+    file identity and function). HdrlogError when none is found or the code cannot be disassembled."""
+    with ElfFile(path) as elf:
+        st = elf._info  # identity of the parsed file (shared by every ElfFile on the same inode)
+        key = (id(st), sym.vaddr, sym.size)
+        with _cache_lock:
+            hit = _cache.get(key)
+        if hit is not None:
+            return hit
+        if not 0 < sym.size <= _MAX_FUNC:
+            raise HdrlogError(f"{sym.name} in {path} has no usable size ({sym.size}); cannot find its returns.")
+        code = elf.read(sym.offset, sym.size)
+        if len(code) != sym.size:
+            raise HdrlogError(f"{sym.name} in {path} extends beyond the end of the file.")
+        sites = return_sites(code, sym.vaddr)
+        if not sites:
+            raise HdrlogError(f"{sym.name} in {path} has no RET instruction; cannot read its results.")
+        offsets = tuple(sym.offset + (a - sym.vaddr) for a in sites)
+    with _cache_lock:
+        _cache[key] = offsets
+        while len(_cache) > 256:
+            _cache.popitem(last=False)
+    return offsets
