@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hdrlog import placement
+from hdrlog.elfsyms import ElfFile
 from hdrlog.errors import HdrlogError
+from hdrlog.placement import Site
 from hdrlog.events import Stat
 from hdrlog.tlslibs import TlsLibrary
 
@@ -47,14 +50,16 @@ class AttachedProbe:
     symbol: str
     path: str
     offset: int
-    kind: str  # "entry" | "return"
+    kind: str  # "entry" | "return" (uretprobe) | "ret-insn" (a uprobe on one RET instruction)
     ev_name: bytes
+    site: Site | None = None  # where and why (placement.py)
 
 
 @dataclass
 class Settings:
     max_bytes: int = 16384
     ringbuf_pages: int = 1024  # 4 MiB
+    placement: str = "auto"  # "auto" (placement.py) | "entry" (every probe at its symbol's entry)
     extra_cflags: list[str] = field(default_factory=list)
 
     def cflags(self) -> list[str]:
@@ -119,36 +124,42 @@ class ProbeSet:
             raise HdrlogError(explain_compile_error(cap.text or str(err))) from None
         self.attached: dict[int, list[AttachedProbe]] = {}
         self._fns: dict[str, object] = {}
+        self._plans: dict[tuple, list[Site]] = {}
 
     # -- processes -------------------------------------------------------------------------------
+    def plan(self, library: TlsLibrary, path: str, symbols: dict) -> list[Site]:
+        """Where every uprobe of `library` goes in the file at `path` (placement.py), memoised per file."""
+        key = (library.name, path, os.stat(path).st_ino, tuple(sorted((n, s.offset) for n, s in symbols.items())))
+        sites = self._plans.get(key)
+        if sites is None:
+            with ElfFile(path) as elf:
+                sites = self._plans[key] = placement.plan(elf, library, symbols, path=path,
+                                                          mode=self.settings.placement)
+        return sites
+
     def attach(self, pid: int, library: TlsLibrary, path: str, symbols: dict) -> list[AttachedProbe]:
         """Attach every uprobe of `library` whose symbol is in `symbols` (name → discover Symbol) for pid."""
         from bcc import libbcc
 
         done: list[AttachedProbe] = []
+        bpath = path.encode()
         try:
-            for up in library.uprobes:
-                sym = symbols.get(up.symbol)
-                if sym is None:
-                    continue
-                for kind, fn_name, attach_type in (("entry", up.entry, 0), ("return", up.ret, 1)):
-                    if fn_name is None:
-                        continue
-                    fn = self._fns.get(fn_name)
-                    if fn is None:
-                        fn = self._fns[fn_name] = self.bpf.load_func(fn_name.encode(), self._BPF.KPROBE)
-                    bpath = path.encode()
-                    ev = self.bpf._get_uprobe_evname(b"r" if attach_type else b"p", bpath, sym.offset, pid)
-                    fd = libbcc.lib.bpf_attach_uprobe(fn.fd, attach_type, ev, bpath, sym.offset, pid)
-                    if fd < 0:
-                        if not os.path.exists(f"/proc/{pid}"):
-                            raise HdrlogError(f"process {pid} exited while hdrlog was attaching to it.")
-                        raise HdrlogError(
-                            f"the kernel refused a uprobe on {up.symbol} in {path} (offset {sym.offset:#x}) "
-                            f"for process {pid}; check that uprobes are enabled (hdrlog doctor)."
-                        )
-                    self.bpf._add_uprobe_fd(ev, fd)
-                    done.append(AttachedProbe(pid, up.symbol, path, sym.offset, kind, ev))
+            for site in self.plan(library, path, symbols):
+                fn = self._fns.get(site.fn)
+                if fn is None:
+                    fn = self._fns[site.fn] = self.bpf.load_func(site.fn.encode(), self._BPF.KPROBE)
+                attach_type = 1 if site.kind == "return" else 0  # a uretprobe, else a uprobe
+                ev = self.bpf._get_uprobe_evname(b"r" if attach_type else b"p", bpath, site.offset, pid)
+                fd = libbcc.lib.bpf_attach_uprobe(fn.fd, attach_type, ev, bpath, site.offset, pid)
+                if fd < 0:
+                    if not os.path.exists(f"/proc/{pid}"):
+                        raise HdrlogError(f"process {pid} exited while hdrlog was attaching to it.")
+                    raise HdrlogError(
+                        f"the kernel refused a uprobe on {site.symbol} ({site.where}) in {path} for process "
+                        f"{pid}; check that uprobes are enabled (hdrlog doctor)."
+                    )
+                self.bpf._add_uprobe_fd(ev, fd)
+                done.append(AttachedProbe(pid, site.symbol, path, site.offset, site.kind, ev, site))
         except BaseException:
             self._detach_list(done)
             raise

@@ -28,6 +28,8 @@ class Options:
     show_secrets: bool = False
     record_events: str | None = None
     follow_children: bool = True
+    placement: str = "auto"
+    verbose: bool = False
     poll_ms: int = 100
     scan_interval_s: float = 0.5
 
@@ -105,7 +107,8 @@ class Session:
         preflight.require_attach_ready()
         found = self._initial_targets()
         libs = {REGISTRY[t.kind] for tls in found.values() for t in tls}
-        settings = Settings(max_bytes=self.opts.max_bytes, ringbuf_pages=self.opts.ringbuf_pages)
+        settings = Settings(max_bytes=self.opts.max_bytes, ringbuf_pages=self.opts.ringbuf_pages,
+                            placement=self.opts.placement)
         self.probeset = ProbeSet(libs, settings)
         redactor = Redactor(show_secrets=self.opts.show_secrets)
         if self.opts.record_events:
@@ -123,10 +126,26 @@ class Session:
         parts = []
         for t in self.targets.values():
             for tt in t.tls:
-                syms = sorted({p.symbol for p in t.probes if p.path == tt.mapping.host_path})
+                mine = [p for p in t.probes if p.path == tt.mapping.host_path]
+                rets = {p.symbol: sum(q.symbol == p.symbol and q.kind == "ret-insn" for q in mine) for p in mine}
+                syms = sorted(f"{n} ({r} RETs)" if r else n for n, r in rets.items())
                 ver = f" {tt.version}" if tt.version else ""
-                parts.append(f"pid {t.pid} ({t.comm}): {tt.kind}{ver} {tt.mapping.path} [{', '.join(syms)}]")
+                tables = sorted({sym.table for sym in tt.symbols.values()} - {".dynsym", ".symtab"})
+                src = f" (symbols from {', '.join(tables)})" if tables else ""
+                parts.append(f"pid {t.pid} ({t.comm}): {tt.kind}{ver} {tt.mapping.path}{src} [{', '.join(syms)}]")
         log("attached to " + "; ".join(parts))
+        if self.opts.verbose:
+            self._log_placement()
+
+    def _log_placement(self) -> None:
+        seen = set()
+        for t in self.targets.values():
+            for p in t.probes:
+                s = p.site
+                if s is None or (p.path, s.offset, s.kind) in seen:
+                    continue
+                seen.add((p.path, s.offset, s.kind))
+                log(f"probe {s.kind:8s} {s.fn:22s} at {s.where} ({s.insn}; {s.cost}) in {p.path}: {s.why}")
 
     def _attach(self, pid: int, tls: list, strict: bool) -> None:
         target = Target(pid, self._comm(pid), tls)

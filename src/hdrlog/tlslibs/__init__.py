@@ -16,6 +16,21 @@ class Uprobe:
     symbol: str
     entry: str | None = None  # BPF function run at the first instruction
     ret: str | None = None  # BPF function run at return (uretprobe)
+    at_returns: str | None = None  # BPF function run at every RET instruction (Go: never a uretprobe)
+    # registers the entry program reads: placement.py only moves a probe where they are intact
+    reads: frozenset[str] = frozenset()
+    # wrapper group (placement.py): members that call one internal function, probed there instead
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class InternalGroup:
+    """Functions that are thin wrappers around one internal function with the signature the `entry`
+    program expects; placement.py proves the shape from the machine code before using it."""
+
+    name: str
+    entry: str  # BPF function at the internal function's entry
+    ret: str  # BPF function at its return
 
 
 @dataclass(frozen=True)
@@ -25,12 +40,18 @@ class TlsLibrary:
     uprobes: tuple[Uprobe, ...]
     # at least one of these symbols must be found, or the target is not usable
     data_symbols: frozenset[str]
+    groups: tuple[InternalGroup, ...] = ()
+
+    def group(self, name: str) -> InternalGroup:
+        return next(g for g in self.groups if g.name == name)
 
 
+from hdrlog.tlslibs.gotls import GOTLS  # noqa: E402
 from hdrlog.tlslibs.openssl import OPENSSL  # noqa: E402
 
 REGISTRY: dict[str, TlsLibrary] = {
     "openssl": OPENSSL,
     "openssl-static": OPENSSL,
     "boringssl": OPENSSL,
+    "go": GOTLS,
 }

@@ -1,0 +1,257 @@
+/* gotls.bpf.c — Go crypto/tls: (*Conn).Read, (*Conn).Write, (*Conn).Close (amd64, Go >= 1.17 register ABI).
+ *
+ * compiled after common.bpf.c in one main text (src/hdrlog/loader.py); which symbol each function is
+ * attached to, and where, is data in src/hdrlog/tlslibs/gotls.py.
+ *
+ * Go's register ABI: at the entry of (*Conn).Read and (*Conn).Write, RAX = *tls.Conn, RBX = buffer, RCX =
+ * length; at each RET, RAX = the byte count n. R14 is the running goroutine's g in all Go code. No
+ * uretprobe may be used (it rewrites the return address on a stack Go may move), so the count is read by
+ * uprobes at every RET instruction of the function (found by disassembly). A goroutine can leave a Read on
+ * another OS thread than it entered (14-26% of Reads measured), so a call in flight is keyed by (pid, g),
+ * not by thread.
+ *
+ * Connection identity: (pid, *tls.Conn); Close ends it (Go reuses the addresses). Its socket comes from
+ *   1. the socket tracepoints of common.bpf.c: the call is also registered in `calls` under the thread it
+ *      began on, and the first socket I/O of that thread inside the call is the connection's own (Go
+ *      tries the read/write syscall before it parks a goroutine), so its tuple is exact (IN_CALL) even
+ *      when the call returns on another thread;
+ *   2. the fd read through the structs: *tls.Conn -> conn net.Conn {itab, data} -> *net.TCPConn ->
+ *      conn{fd *netFD} -> netFD{pfd poll.FD{fdmu (16 bytes), Sysfd int (+16), ...}, family int (+56),
+ *      sotype int (+64)} — the same layout from go1.17 to go1.27. Nothing read is trusted unless it looks
+ *      like a TCP socket's netFD: pointers non-null, 0 <= Sysfd <= 65535, family AF_INET/AF_INET6, sotype
+ *      SOCK_STREAM, IsStream set, isFile clear. A net.Conn that wraps another in its first field (e.g.
+ *      struct{ net.Conn; ... }) is followed one level down. Every event carries the fd (-1 if none
+ *      passed). A call without socket I/O (served from tls.Conn's buffer) gets attribution GO_FD and the
+ *      tuple last seen exactly on that fd for the same connection (go_fd_tuples, dropped at Close), or
+ *      no tuple, and then the consumer maps (pid, fd) to it through /proc (src/hdrlog/fdsock.py).
+ */
+
+#define GO_MAX_FD 65535
+
+struct go_key {
+	__u32 pid;
+	__u32 fn;
+	__u64 g; /* runtime.g of the calling goroutine (R14) */
+};
+
+struct go_call {
+	struct hdrlog_call c; /* conn, buf, lenp = requested length, fn */
+	__s32 fd;
+	__u32 tid; /* thread the call began on */
+};
+
+struct go_fdkey {
+	__u32 pid;
+	__s32 fd;
+};
+
+struct go_fdtuple {
+	__u64 conn;
+	struct hdrlog_tuple tuple;
+};
+
+BPF_HASH(go_calls, struct go_key, struct go_call, 16384);
+/* (pid, fd) -> the tuple last seen exactly for that fd's connection; dropped at Close */
+BPF_HASH(go_fd_tuples, struct go_fdkey, struct go_fdtuple, 65536);
+/* how the fd walk went, for diagnosis: [0] valid at level 1, [1] valid through a wrapper, [2] invalid */
+BPF_PERCPU_ARRAY(go_fd_stats, __u64, 4);
+
+static __always_inline void go_count(int slot)
+{
+	__u64 *v = go_fd_stats.lookup(&slot);
+	if (v)
+		*v += 1;
+}
+
+/* the fd of a *netFD if what is there looks like a TCP socket's netFD, else -1 */
+static __always_inline int go_netfd_fd(__u64 netfd)
+{
+	if (netfd < 4096)
+		return -1;
+	__s64 w[9] = {};
+	if (bpf_probe_read_user(w, sizeof(w), (void *)netfd) != 0)
+		return -1;
+	__s64 fd = w[2];
+	if (fd < 0 || fd > GO_MAX_FD)
+		return -1;
+	__u8 *flags = (__u8 *)&w[6]; /* IsStream (+48), ZeroReadIsEOF (+49), isFile (+50) */
+	if (flags[0] != 1 || flags[2] != 0)
+		return -1;
+	if ((w[7] != 2 && w[7] != 10) || w[8] != 1) /* family, sotype == SOCK_STREAM */
+		return -1;
+	return (int)fd;
+}
+
+/* fd of the socket under a *tls.Conn, or -1 */
+static __always_inline int go_conn_fd(__u64 conn)
+{
+	__u64 iface[2] = {}; /* tls.Conn.conn: net.Conn {itab, data} at offset 0 */
+	if (conn < 4096 || bpf_probe_read_user(iface, sizeof(iface), (void *)conn) != 0)
+		return -1;
+	if (iface[0] < 4096 || iface[1] < 4096)
+		return -1;
+	__u64 inner[2] = {}; /* *net.TCPConn: conn{fd *netFD}; or a wrapper: net.Conn {itab, data} */
+	if (bpf_probe_read_user(inner, sizeof(inner), (void *)iface[1]) != 0)
+		return -1;
+	int fd = go_netfd_fd(inner[0]);
+	if (fd >= 0) {
+		go_count(0);
+		return fd;
+	}
+	if (inner[0] >= 4096 && inner[1] >= 4096) {
+		__u64 netfd = 0;
+		if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)inner[1]) == 0) {
+			fd = go_netfd_fd(netfd);
+			if (fd >= 0) {
+				go_count(1);
+				return fd;
+			}
+		}
+	}
+	go_count(2);
+	return -1;
+}
+
+static __always_inline int go_enter(struct pt_regs *ctx, __u8 fn)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key k = {.pid = id >> 32, .fn = fn, .g = ctx->r14};
+	struct go_call gc = {};
+	gc.c.conn = ctx->ax;
+	gc.c.buf = ctx->bx;
+	gc.c.lenp = ctx->cx; /* the requested length: n is never more */
+	gc.c.fn = fn;
+	gc.fd = go_conn_fd(gc.c.conn);
+	gc.tid = (__u32)id;
+	go_calls.update(&k, &gc);
+	/* per thread, for the socket tracepoints: socket I/O before the goroutine can leave the thread */
+	if (calls.update(&id, &gc.c) != 0)
+		hdrlog_count(HDRLOG_STAT_CALLS_FULL, 1);
+	return 0;
+}
+
+int go_read_enter(struct pt_regs *ctx)
+{
+	return go_enter(ctx, HDRLOG_FN_GO_READ);
+}
+
+int go_write_enter(struct pt_regs *ctx)
+{
+	return go_enter(ctx, HDRLOG_FN_GO_WRITE);
+}
+
+/* plaintext of one completed call (hdrlog_emit_data with the fd) */
+static __always_inline void go_emit_data(__u64 id, struct hdrlog_call *c, __u64 len, __u8 dir, __s32 fd)
+{
+	__u32 zero = 0;
+	struct hdrlog_buf *b = scratch.lookup(&zero);
+	if (!b)
+		return;
+	hdrlog_fill(&b->h, id, c->conn, HDRLOG_EV_DATA, c->fn, dir);
+	b->h.len = (__u32)len;
+	b->h.attr = c->attr;
+	b->h.fd = fd;
+	__builtin_memcpy(&b->h.tuple, &c->tuple, sizeof(c->tuple));
+	b->h.lost = hdrlog_take_lost(b->h.pid, c->conn);
+#pragma unroll
+	for (int i = 0; i < HDRLOG_MAX_CHUNKS; i++) {
+		__u64 off = (__u64)i * HDRLOG_CHUNK;
+		if (off >= len)
+			break;
+		__u64 n = len - off;
+		if (n > HDRLOG_CHUNK)
+			n = HDRLOG_CHUNK;
+		if (off + n > HDRLOG_MAX_BYTES)
+			n = HDRLOG_MAX_BYTES - off;
+		if (n > HDRLOG_CHUNK) /* restated for the verifier */
+			n = HDRLOG_CHUNK;
+		if (bpf_probe_read_user(b->data, n, (void *)(c->buf + off)) != 0)
+			n = 0; /* page not resident: the header still tells len */
+		b->h.offset = (__u32)off;
+		b->h.cap = (__u32)n;
+		hdrlog_submit(b, sizeof(b->h) + n);
+		b->h.lost = 0;
+	}
+}
+
+/* at a RET instruction of Read or Write */
+static __always_inline int go_return(struct pt_regs *ctx, __u8 fn, __u8 dir)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key k = {.pid = id >> 32, .fn = fn, .g = ctx->r14};
+	struct go_call *gc = go_calls.lookup(&k);
+	if (!gc)
+		return 0;
+	struct hdrlog_call c = gc->c;
+	__s32 fd = gc->fd;
+	__u64 entry_id = (id & 0xffffffff00000000ULL) | gc->tid;
+	go_calls.delete(&k);
+	/* The socket the call used on the thread it began on: socket I/O comes before the goroutine can
+	 * park (a read that would block returns EAGAIN first), so the first socket the tracepoints saw on
+	 * that thread since the entry is this connection's, wherever the call returns. The slot is this
+	 * call's only while it names the same connection and function (another call on that thread
+	 * replaces it). */
+	struct hdrlog_call *tc = calls.lookup(&entry_id);
+	if (tc && tc->conn == c.conn && tc->fn == fn) {
+		if (tc->attr == HDRLOG_ATTR_IN_CALL) {
+			__builtin_memcpy(&c.tuple, &tc->tuple, sizeof(c.tuple));
+			c.attr = HDRLOG_ATTR_IN_CALL;
+		}
+		calls.delete(&entry_id);
+	}
+	if (fd >= 0) {
+		struct go_fdkey fk = {.pid = k.pid, .fd = fd};
+		if (c.attr == HDRLOG_ATTR_IN_CALL) {
+			struct go_fdtuple ft = {.conn = c.conn};
+			__builtin_memcpy(&ft.tuple, &c.tuple, sizeof(ft.tuple));
+			go_fd_tuples.update(&fk, &ft);
+		} else {
+			/* no socket I/O in the call (served from tls.Conn's buffer): the fd's tuple seen earlier,
+			 * else the consumer maps (pid, fd) itself */
+			struct go_fdtuple *ft = go_fd_tuples.lookup(&fk);
+			if (ft && ft->conn == c.conn)
+				__builtin_memcpy(&c.tuple, &ft->tuple, sizeof(c.tuple));
+			c.attr = HDRLOG_ATTR_GO_FD;
+		}
+	}
+	__s64 rc = (__s64)ctx->ax;
+	if (rc <= 0)
+		return 0;
+	__u64 n = (__u64)rc;
+	if (n > c.lenp)
+		n = c.lenp;
+	if (n > 0)
+		go_emit_data(id, &c, n, dir, fd);
+	return 0;
+}
+
+int go_read_return(struct pt_regs *ctx)
+{
+	return go_return(ctx, HDRLOG_FN_GO_READ, HDRLOG_DIR_IN);
+}
+
+int go_write_return(struct pt_regs *ctx)
+{
+	return go_return(ctx, HDRLOG_FN_GO_WRITE, HDRLOG_DIR_OUT);
+}
+
+/* (*Conn).Close: the address may be handed to the next connection, the fd to the next socket */
+int go_close_enter(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 conn = ctx->ax;
+	__u32 zero = 0;
+	struct hdrlog_buf *b = scratch.lookup(&zero);
+	if (!b)
+		return 0;
+	hdrlog_fill(&b->h, id, conn, HDRLOG_EV_CLOSE, HDRLOG_FN_GO_CLOSE, HDRLOG_DIR_NONE);
+	b->h.fd = go_conn_fd(conn);
+	if (b->h.fd >= 0) {
+		struct go_fdkey fk = {.pid = id >> 32, .fd = b->h.fd};
+		go_fd_tuples.delete(&fk); /* the number goes to the next socket */
+	}
+	__builtin_memset(&b->h.tuple, 0, sizeof(b->h.tuple));
+	b->h.lost = hdrlog_take_lost(b->h.pid, conn);
+	hdrlog_submit(b, sizeof(b->h));
+	return 0;
+}
