@@ -4,7 +4,8 @@
   sudo .venv/bin/python bench/nginx_bench.py [--seconds 5] [--rounds 2] [--connections 16]
 
 nginx: 1 worker pinned to CPU 0, TLS 1.3 keep-alive, `return 200`. wrk pinned to CPU 1; hdrlog (the
-consumer) pinned to CPU 0, sharing nginx's core. Prints req/s and the ratio to no-probe, p50/p99
+consumer) pinned to CPU 0, sharing nginx's core. Conditions: no probe, hdrlog --placement entry (every
+probe on its symbol's first instruction), hdrlog (default placement). Prints req/s and the ratio to no-probe, p50/p99
 latency, nginx CPU µs per request, hdrlog CPU µs per message, requests captured vs completed, drops.
 Results also go to bench/out/nginx_bench.json.
 """
@@ -27,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK = os.sysconf("SC_CLK_TCK")
+# no probe; hdrlog with every probe at its symbol's entry; hdrlog with placement.py's sites (default)
+CONDITIONS = ("none", "hdrlog-entry", "hdrlog")
 
 
 def free_port() -> int:
@@ -107,11 +110,12 @@ def run_wrk(port: int, seconds: int, conns: int) -> dict:
 def run_condition(name: str, master: int, worker: int, port: int, a, tmp: Path) -> dict:
     hd = None
     out_file = tmp / f"{name}.jsonl"
-    if name == "hdrlog":
+    if name.startswith("hdrlog"):
         err = open(tmp / "hdrlog.err", "w")
+        placement = "entry" if name == "hdrlog-entry" else "auto"
         hd = subprocess.Popen(
             ["taskset", "-c", "0", sys.executable, "-m", "hdrlog", "attach", "--pid", str(master),
-             "--output", str(out_file)], stderr=err, stdout=subprocess.DEVNULL)
+             "--output", str(out_file), "--placement", placement], stderr=err, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while "attached" not in (tmp / "hdrlog.err").read_text():
             if hd.poll() is not None or time.monotonic() > deadline:
@@ -152,12 +156,12 @@ def main() -> None:
     cert, key = make_cert(tmp)
     port = free_port()
     nginx = start_nginx(tmp, cert, key, port)
-    results: dict[str, list[dict]] = {"none": [], "hdrlog": []}
+    results: dict[str, list[dict]] = {c: [] for c in CONDITIONS}
     try:
         worker = worker_pid(nginx.pid)
         run_wrk(port, 1, a.connections)  # warm-up
         for _ in range(a.rounds):
-            for cond in ("none", "hdrlog"):
+            for cond in CONDITIONS:
                 r = run_condition(cond, nginx.pid, worker, port, a, tmp)
                 results[cond].append(r)
                 print(f"  {cond:7s} {r['rps']:>10.0f} req/s", file=sys.stderr)

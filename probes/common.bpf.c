@@ -5,6 +5,7 @@
  * tracepoint argument structs only in the main file. Build-time settings come as -D flags from src/hdrlog/loader.py (never text substitution):
  *   HDRLOG_MAX_BYTES        data bytes captured per TLS call (rest counted in `len`, not copied)
  *   HDRLOG_RINGBUF_PAGES    ring buffer size in pages (power of two)
+ *   HDRLOG_WAKEUP_EVERY     wake the consumer every N events per CPU (1: every event)
  *   HDRLOG_SKC_V6_DADDR, HDRLOG_SKC_V6_RCV_SADDR   offsets in struct sock_common (from BTF)
  *
  * Kernel structs are not walked beyond struct sock_common's head: bcc compiles against Debian's 6.1
@@ -19,6 +20,9 @@
 #endif
 #ifndef HDRLOG_RINGBUF_PAGES
 #define HDRLOG_RINGBUF_PAGES 1024
+#endif
+#ifndef HDRLOG_WAKEUP_EVERY
+#define HDRLOG_WAKEUP_EVERY 64
 #endif
 #ifndef HDRLOG_SKC_V6_DADDR
 #define HDRLOG_SKC_V6_DADDR 56
@@ -134,9 +138,22 @@ static __always_inline void hdrlog_note_lost(__u32 pid, __u64 conn, __u64 bytes)
 	hdrlog_count(HDRLOG_STAT_DROPPED_BYTES, bytes);
 }
 
+/* Wake the consumer only every HDRLOG_WAKEUP_EVERY events per CPU: a wake-up per event costs the traced
+ * thread a context switch when the consumer shares its CPU. The consumer drains what is left on its own
+ * poll timer, so a quiet connection's messages are late by at most that period. */
+static __always_inline __u64 hdrlog_wakeup_flags(void)
+{
+	int slot = HDRLOG_STAT_WAKEUP_CTR;
+	__u64 *v = stats.lookup(&slot);
+	if (!v)
+		return 0;
+	*v += 1;
+	return (*v % HDRLOG_WAKEUP_EVERY) == 0 ? 2 /* BPF_RB_FORCE_WAKEUP */ : 1 /* BPF_RB_NO_WAKEUP */;
+}
+
 static __always_inline void hdrlog_submit(struct hdrlog_buf *b, __u64 size)
 {
-	if (events.ringbuf_output(b, size, 0) == 0)
+	if (events.ringbuf_output(b, size, hdrlog_wakeup_flags()) == 0)
 		hdrlog_count(HDRLOG_STAT_EMITTED, 1);
 	else
 		hdrlog_note_lost(b->h.pid, b->h.conn, b->h.cap);

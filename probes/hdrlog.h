@@ -80,7 +80,8 @@ enum hdrlog_stat {
 	HDRLOG_STAT_DROPPED = 1,       /* events the ring buffer had no room for */
 	HDRLOG_STAT_DROPPED_BYTES = 2, /* data bytes in those events */
 	HDRLOG_STAT_CALLS_FULL = 3,    /* TLS calls not followed: in-flight table full */
-	HDRLOG_STAT_MAX = 4,
+	HDRLOG_STAT_WAKEUP_CTR = 4,    /* events since start, for wake-up batching (not a statistic) */
+	HDRLOG_STAT_MAX = 5,
 };
 
 #endif

@@ -32,13 +32,15 @@ def check_exchange(records, tag: str, client_ports: set[int], role: str, n_reque
     return reqs, resps
 
 
-def test_python_ssl_server_ex_path(procs, hdrlog, certs):
-    """Python's ssl calls SSL_read_ex/SSL_write_ex; socket BIO, so tuples are exact."""
+@pytest.mark.parametrize("placement", ["auto", "entry"])
+def test_python_ssl_server_ex_path(procs, hdrlog, certs, placement):
+    """Python's ssl calls SSL_read_ex/SSL_write_ex; socket BIO, so tuples are exact. The relocated probes
+    (auto: libssl's internal read/write functions) and the entry probes must give the same records."""
     cert, key = certs
     gw = procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
                stdout=subprocess.PIPE, text=True)
     port = int(gw.p.stdout.readline().split()[1])
-    h = hdrlog(gw.pid)
+    h = hdrlog(gw.pid, extra=("--placement", placement))
     assert "SSL_read_ex" in h.stderr() and "SSL_write_ex" in h.stderr()
     conns = run_client(port, "py", requests=7, connections=2)
     records = h.stop()

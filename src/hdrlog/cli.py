@@ -65,8 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "and marked truncated")
     a.add_argument("--ringbuf-mb", type=int, default=4, metavar="MB",
                    help="BPF ring buffer size in MiB, a power of two (default 4); drops are reported")
+    # for tests: a ring buffer of N pages (overrides --ringbuf-mb), small enough to overflow on purpose
+    a.add_argument("--ringbuf-pages", type=int, default=None, help=argparse.SUPPRESS)
     a.add_argument("--show-secrets", action="store_true", help="do not redact credentials (see below)")
     a.add_argument("--no-follow", action="store_true", help="do not follow child processes of --pid")
+    a.add_argument("--placement", choices=("auto", "entry"), default="auto",
+                   help="auto (default): put each uprobe on an instruction the kernel emulates (or on the "
+                   "internal function SSL_read/SSL_read_ex share) when the machine code proves it "
+                   "equivalent; entry: every probe at its symbol's first instruction")
+    a.add_argument("--verbose", "-v", action="store_true",
+                   help="print where each probe was placed and why (stderr)")
     a.add_argument("--record-events", metavar="FILE",
                    help="also save raw kernel events to FILE for `hdrlog replay` (contains plaintext, "
                    "secrets included; mode 0600)")
@@ -111,11 +119,17 @@ def cmd_attach(args) -> int:
     mb = args.ringbuf_mb
     if mb < 1 or mb & (mb - 1):
         raise HdrlogError(f"--ringbuf-mb must be a power of two (1, 2, 4, ...), not {mb}.")
+    pages = mb * 256
+    if args.ringbuf_pages is not None:
+        pages = args.ringbuf_pages
+        if pages < 1 or pages & (pages - 1):
+            raise HdrlogError(f"--ringbuf-pages must be a power of two (1, 2, 4, ...), not {pages}.")
     stop = threading.Event()
     install_signal_handlers(stop)
     opts = Options(
-        pids=args.pid, duration=args.duration, max_bytes=args.max_bytes, ringbuf_pages=mb * 256,
+        pids=args.pid, duration=args.duration, max_bytes=args.max_bytes, ringbuf_pages=pages,
         show_secrets=args.show_secrets, record_events=args.record_events, follow_children=not args.no_follow,
+        placement=args.placement, verbose=args.verbose,
     )
     sink = _sink(args.format, args.output)
     session = Session(opts, sink, stop=stop)
@@ -131,10 +145,40 @@ def cmd_attach(args) -> int:
     return 0
 
 
+def _check_recording(path: str) -> None:
+    """One sentence for a recording that cannot be read or has a damaged line (before any output)."""
+    import base64
+    import binascii
+
+    import orjson
+
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+            try:
+                meta = orjson.loads(first)
+            except orjson.JSONDecodeError:
+                meta = None
+            if not isinstance(meta, dict) or meta.get("type") != "hdrlog-events":
+                return  # replay.read_events explains that one
+            for n, line in enumerate(f, 2):
+                if not line.strip():
+                    continue
+                try:
+                    base64.b64decode(orjson.loads(line)["raw"], validate=True)
+                except (orjson.JSONDecodeError, binascii.Error, KeyError, TypeError):
+                    raise HdrlogError(
+                        f"{path} line {n} is not a recorded event (the recording is damaged)."
+                    ) from None
+    except OSError as exc:
+        raise HdrlogError(f"cannot read {path}: {exc.strerror or exc}.") from None
+
+
 def cmd_replay(args) -> int:
     from hdrlog.redact import Redactor
     from hdrlog.replay import replay
 
+    _check_recording(args.file)
     sink = _sink(args.format, None)
     replay(args.file, sink, Redactor(show_secrets=args.show_secrets))
     sink.close()

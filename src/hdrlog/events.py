@@ -54,7 +54,8 @@ class Stat(IntEnum):
     DROPPED = 1
     DROPPED_BYTES = 2
     CALLS_FULL = 3
-    MAX = 4
+    WAKEUP_CTR = 4
+    MAX = 5
 
 
 # struct hdrlog_event, field by field (see probes/hdrlog.h); struct hdrlog_tuple is inlined.
@@ -107,6 +108,7 @@ def format_addr(family: int, addr: bytes, port: int) -> str | None:
 
 
 _unpack_from = EVENT_HEADER.unpack_from
+_addr_cache: dict[tuple, tuple[str | None, str | None]] = {}  # a connection's tuple repeats in every event
 _HDR = EVENT_HEADER.size
 
 
@@ -117,8 +119,13 @@ def decode(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Eve
     (ts, conn, pid, tid, length, cap, offset, lost, kind, fn, dir_, attr,
      family, lport, rport, _p, laddr, raddr, comm, fd) = _unpack_from(raw)
     if attr:
-        local = format_addr(family, laddr, lport)
-        peer = format_addr(family, raddr, rport)
+        key = (family, laddr, lport, raddr, rport)
+        pair = _addr_cache.get(key)
+        if pair is None:
+            if len(_addr_cache) >= 65536:
+                _addr_cache.clear()
+            pair = _addr_cache[key] = (format_addr(family, laddr, lport), format_addr(family, raddr, rport))
+        local, peer = pair
     else:
         local = peer = None
     return Event(

@@ -207,7 +207,11 @@ class ProbeSet:
             raise err
 
     def poll(self, timeout_ms: int) -> None:
+        """Wait up to timeout_ms for a wake-up, then take everything in the ring (the probes wake us only
+        every HDRLOG_WAKEUP_EVERY events, so a timeout can leave events behind)."""
         self.bpf.ring_buffer_poll(timeout_ms)
+        self._raise_pending()
+        self.bpf.ring_buffer_consume()
         self._raise_pending()
 
     def drain(self) -> None:
@@ -218,7 +222,7 @@ class ProbeSet:
         table = self.bpf["stats"]
         out = {}
         for s in Stat:
-            if s is Stat.MAX:
+            if s in (Stat.MAX, Stat.WAKEUP_CTR):
                 continue
             out[s.name.lower()] = int(sum(table[ct.c_int(s.value)]))
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -85,6 +87,8 @@ class Session:
         for root in self.roots:
             if not psutil.pid_exists(root):
                 raise HdrlogError(f"process {root} does not exist.")
+            if _is_zombie(root):
+                raise HdrlogError(f"process {root} has already exited (it is a zombie waiting for its parent).")
             tree = self._tree(root)
             hits = {pid: tls for pid in tree if (tls := self._safe_find(pid, strict=pid == root))}
             if not hits:
@@ -110,18 +114,22 @@ class Session:
         settings = Settings(max_bytes=self.opts.max_bytes, ringbuf_pages=self.opts.ringbuf_pages,
                             placement=self.opts.placement)
         self.probeset = ProbeSet(libs, settings)
-        redactor = Redactor(show_secrets=self.opts.show_secrets)
-        if self.opts.record_events:
-            self.recorder = EventRecorder(self.opts.record_events, {
-                "wall_offset_ns": events.WALL_OFFSET_NS, "max_bytes": self.opts.max_bytes, "libs": {}})
-        self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid,
-                                 max_bytes=self.opts.max_bytes, recorder=self.recorder)
-        self.probeset.open(self.pipeline.on_raw)
         try:
+            redactor = Redactor(show_secrets=self.opts.show_secrets)
+            if self.opts.record_events:
+                self.recorder = EventRecorder(self.opts.record_events, {
+                    "wall_offset_ns": events.WALL_OFFSET_NS, "max_bytes": self.opts.max_bytes, "libs": {}})
+            self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid,
+                                     max_bytes=self.opts.max_bytes, recorder=self.recorder)
+            self.probeset.open(self.pipeline.on_raw)
             for pid, tls in found.items():
                 self._attach(pid, tls, strict=pid in self.roots)
         except BaseException:
-            self.probeset.close()
+            # nothing stays attached, and close() must not drain/summarise a session that never ran
+            ps, self.probeset = self.probeset, None
+            ps.close()
+            if self.recorder:
+                self.recorder.close()
             raise
         parts = []
         for t in self.targets.values():
@@ -150,12 +158,18 @@ class Session:
     def _attach(self, pid: int, tls: list, strict: bool) -> None:
         target = Target(pid, self._comm(pid), tls)
         try:
-            for t in tls:
-                lib = REGISTRY[t.kind]
-                target.probes += self.probeset.attach(pid, lib, t.mapping.host_path, t.symbols)
-        except HdrlogError:
+            with _libbcc_quiet():
+                for t in tls:
+                    lib = REGISTRY[t.kind]
+                    target.probes += self.probeset.attach(pid, lib, t.mapping.host_path, t.symbols)
+        except (HdrlogError, OSError) as exc:
+            # OSError: the process's files under /proc/PID/root vanished with it
             self.probeset.detach(pid)
             if strict:
+                if _gone(pid):  # a zombie still has /proc/PID, so the loader cannot always tell
+                    raise HdrlogError(f"process {pid} exited while hdrlog was attaching to it.") from None
+                if isinstance(exc, OSError):
+                    raise HdrlogError(f"cannot attach to process {pid}: {exc}.") from None
                 raise
             return
         if not target.probes:
@@ -176,9 +190,9 @@ class Session:
 
     # -- run -------------------------------------------------------------------------------------
     def _rescan(self) -> None:
-        alive_roots = [r for r in self.roots if psutil.pid_exists(r)]
+        alive_roots = [r for r in self.roots if not _gone(r)]
         for pid in list(self.targets):
-            if not psutil.pid_exists(pid) or _is_zombie(pid):
+            if _gone(pid):
                 self.probeset.detach(pid)
                 del self.targets[pid]
                 self.exited.append(pid)
@@ -219,7 +233,7 @@ class Session:
                     self._check_loss(self.probeset.stats())
                     self._rescan()
                     self.pipeline.tracker.expire(time.time_ns())
-                    if not self.targets and not any(psutil.pid_exists(r) for r in self.roots):
+                    if not self.targets and all(_gone(r) for r in self.roots):
                         log("every target process has exited")
                         break
         finally:
@@ -268,6 +282,27 @@ def _is_zombie(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie (an orphan may stay one for seconds before it is reaped)."""
+    return not psutil.pid_exists(pid) or _is_zombie(pid)
+
+
+@contextlib.contextmanager
+def _libbcc_quiet():
+    """libbcc prints "cannot attach uprobe, probe entry may not exist" on fd 2 when a uprobe is refused;
+    the HdrlogError raised for it is the one sentence the user gets, so keep that line off stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
