@@ -123,12 +123,16 @@ class PcLnTab:
                     if len(raw) == 8 and (text := struct.unpack("<Q", raw)[0]):
                         return text, "moduledata"
                 pos += 1
-        if rel:  # PIE: the words are zero in the file and filled in by relocations
-            for site, value in rel.items():
-                if value == self.vaddr and rel.get(site + _MD_FUNCNAMETAB) == names:
-                    text = rel.get(site + _MD_TEXT)
-                    if text:
-                        return text, "moduledata-reloc"
+        return self._moduledata_text_relocated(rel) if rel else None
+
+    def _moduledata_text_relocated(self, rel: dict[int, int]) -> tuple[int, str] | None:
+        """PIE: the moduledata's words may be zero in the file, filled in by R_X86_64_RELATIVE relocations."""
+        names = self.vaddr + self.funcname_off
+        for site, value in rel.items():
+            if value == self.vaddr and rel.get(site + _MD_FUNCNAMETAB) == names:
+                text = rel.get(site + _MD_TEXT)
+                if text:
+                    return text, "moduledata-reloc"
         return None
 
     # ---- functions -------------------------------------------------------------------------------
@@ -171,7 +175,9 @@ class PcLnTab:
         Without decoding the whole table (caddy has 41k functions): a name's offset in the name table is
         found by a byte search, then that offset as an i32 in the _func records (which begin {entry,
         nameOff}), and each hit is confirmed by a binary search of the function table for an entry with
-        the same entry and funcOff."""
+        the same entry and funcOff. A name listed twice (an assembly function's ABI0 body and its Go-ABI
+        wrapper, which .symtab calls NAME.abi0 and NAME) gives the first in the records; Go methods
+        such as crypto/tls.(*Conn).Read are listed once."""
         data, lo = self.data, self.funcname_off
         wanted: dict[int, str] = {}
         for name in dict.fromkeys(names):
