@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from hdrlog.tlslibs import TlsLibrary, Uprobe
 
+# Go register ABI: receiver, buffer pointer and length in RAX, RBX, RCX; the goroutine's g in R14. The
+# entry probes may move (placement.py) to the `jbe` of the stack-growth check that opens every Go function
+# (`cmp rsp, [r14+0x10]` is single-stepped, the jcc emulated); morestack re-enters at the top, so the
+# probe runs again for the same call, which simply replaces the call's state.
+_IO = frozenset({"rax", "rbx", "rcx", "r14"})
+
 GOTLS = TlsLibrary(
     name="gotls",
     probe_file="gotls.bpf.c",
     uprobes=(
-        Uprobe("crypto/tls.(*Conn).Read", entry="go_read_enter", at_returns="go_read_return"),
-        Uprobe("crypto/tls.(*Conn).Write", entry="go_write_enter", at_returns="go_write_return"),
-        Uprobe("crypto/tls.(*Conn).Close", entry="go_close_enter"),
+        Uprobe("crypto/tls.(*Conn).Read", entry="go_read_enter", at_returns="go_read_return", reads=_IO),
+        Uprobe("crypto/tls.(*Conn).Write", entry="go_write_enter", at_returns="go_write_return", reads=_IO),
+        Uprobe("crypto/tls.(*Conn).Close", entry="go_close_enter", reads=frozenset({"rax"})),
     ),
     data_symbols=frozenset({"crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write"}),
 )
