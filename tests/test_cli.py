@@ -170,6 +170,32 @@ def test_output_symlink_is_refused(tmp_path):
     assert link.is_symlink()
 
 
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mknod, chown)")
+
+
+@needs_root
+def test_output_file_owned_by_someone_else_is_refused(tmp_path):
+    """chmod 0600 would not keep the decrypted traffic from the file's owner."""
+    f = tmp_path / "planted.jsonl"
+    f.write_text("")
+    f.chmod(0o644)
+    os.chown(f, 65534, 65534)
+    msg = one_error(hdrlog("attach", "--pid", "1", "--output", str(f)))
+    assert str(f) in msg and "uid 65534" in msg
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644 and f.read_text() == ""
+
+
+@needs_root
+def test_output_to_a_device_leaves_its_mode_alone(tmp_path):
+    """--output /dev/null must not chmod /dev/null to 0600 (tested on a private copy of the device)."""
+    dev = tmp_path / "null"
+    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.chmod(dev, 0o666)
+    r = hdrlog("attach", "--pid", str(dead_pid()), "--output", str(dev))
+    assert r.returncode == 2 and "does not exist" in r.stderr  # got past opening the output
+    assert stat.S_IMODE(dev.stat().st_mode) == 0o666
+
+
 def test_output_in_a_missing_directory_is_one_sentence(tmp_path):
     msg = one_error(hdrlog("attach", "--pid", "1", "--output", str(tmp_path / "no" / "such" / "f.jsonl")))
     assert "cannot write output file" in msg

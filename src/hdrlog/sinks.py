@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 
 import orjson
@@ -12,15 +14,25 @@ _NL = orjson.OPT_APPEND_NEWLINE
 
 
 def open_private(path: str):
-    """Create/append a file readable by root only; refuse a symlink planted at the path."""
+    """Create/append a file readable by its owner (us) only; refuse a symlink planted at the path and a
+    file someone else owns (they could read the plaintext whatever its mode). A device or pipe
+    (/dev/null, a FIFO another tool reads) is written to as it is: chmod-ing /dev/null would break it."""
+    from hdrlog.errors import HdrlogError
+
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        from hdrlog.errors import HdrlogError
-
-        why = "it is a symbolic link" if exc.errno == 40 else exc.strerror
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
         raise HdrlogError(f"cannot write output file {path}: {why}.") from None
-    os.fchmod(fd, 0o600)
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        if st.st_uid != os.geteuid():
+            os.close(fd)
+            raise HdrlogError(
+                f"cannot write output file {path}: it belongs to uid {st.st_uid}, who could read the decrypted "
+                f"traffic; remove it or choose another path."
+            )
+        os.fchmod(fd, 0o600)
     return os.fdopen(fd, "ab", buffering=1 << 16)
 
 
