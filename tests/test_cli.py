@@ -335,6 +335,41 @@ def test_pids_that_exit_right_after_being_given(tmp_path):
             assert "attached" in err and "every target process has exited" in err and "detached." in err
 
 
+def _catches(pid: int, sig: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+@kernel
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_before_attached_exits_130_with_nothing_attached(ssl_idler, tmp_path, sig):
+    """The documented exit code for a Ctrl-C (or SIGTERM) while hdrlog is still compiling/attaching."""
+    for attempt in range(3):
+        err = tmp_path / f"err{attempt}"
+        with open(err, "w") as ef:
+            p = subprocess.Popen([PY, "-m", "hdrlog", "attach", "--pid", str(ssl_idler.pid), "--output",
+                                  str(tmp_path / "out.jsonl")], stdout=subprocess.DEVNULL, stderr=ef)
+            deadline = time.monotonic() + 30
+            while not _catches(p.pid, signal.SIGTERM):  # hdrlog's handlers are installed (Python's own
+                assert p.poll() is None and time.monotonic() < deadline  # catch only SIGINT)
+                time.sleep(0.002)
+            early = "attached" not in err.read_text()
+            p.send_signal(sig)
+            rc = p.wait(30)
+        text = err.read_text()
+        if early and "attached to" not in text:
+            break
+    else:
+        pytest.fail(f"hdrlog attached before the signal in 3 attempts: {text}")
+    assert rc == 130, (rc, text)
+    assert text == "hdrlog: interrupted before attaching; nothing is attached\n", text
+    from test_kernel_lifecycle import patched_bytes
+
+    assert patched_bytes(ssl_idler.pid) == 0
+
+
 # ------------------------------------------------------------------ machine errors (mount namespace)
 def _unshare(script: str, timeout=120) -> subprocess.CompletedProcess:
     if not IS_ROOT or shutil.which("unshare") is None:

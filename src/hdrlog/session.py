@@ -110,11 +110,13 @@ class Session:
 
         preflight.require_attach_ready()
         found = self._initial_targets()
+        self._check_interrupted()
         libs = {REGISTRY[t.kind] for tls in found.values() for t in tls}
         settings = Settings(max_bytes=self.opts.max_bytes, ringbuf_pages=self.opts.ringbuf_pages,
                             placement=self.opts.placement)
         self.probeset = ProbeSet(libs, settings)
         try:
+            self._check_interrupted()
             redactor = Redactor(show_secrets=self.opts.show_secrets)
             if self.opts.record_events:
                 self.recorder = EventRecorder(self.opts.record_events, {
@@ -123,7 +125,9 @@ class Session:
                                      max_bytes=self.opts.max_bytes, recorder=self.recorder)
             self.probeset.open(self.pipeline.on_raw)
             for pid, tls in found.items():
+                self._check_interrupted()
                 self._attach(pid, tls, strict=pid in self.roots)
+            self._check_interrupted()
         except BaseException:
             # nothing stays attached, and close() must not drain/summarise a session that never ran
             ps, self.probeset = self.probeset, None
@@ -154,6 +158,12 @@ class Session:
                     continue
                 seen.add((p.path, s.offset, s.kind))
                 log(f"probe {s.kind:8s} {s.fn:22s} at {s.where} ({s.insn}; {s.cost}) in {p.path}: {s.why}")
+
+    def _check_interrupted(self) -> None:
+        """SIGINT/SIGTERM before the probes are all in place: stop there, detach, exit 130 (cli)."""
+        if self.stop.is_set():
+            log("interrupted before attaching; nothing is attached")
+            raise KeyboardInterrupt
 
     def _attach(self, pid: int, tls: list, strict: bool) -> None:
         target = Target(pid, self._comm(pid), tls)
