@@ -182,41 +182,20 @@ class ProbeSet:
             pass
 
     # -- events ----------------------------------------------------------------------------------
-    def open(self, callback: Callable[[bytes], None]) -> None:
-        """callback(raw_event_bytes) for every ring-buffer record."""
+    def open(self, callback: Callable[[memoryview], None]) -> None:
+        """callback(raw_event) for every ring-buffer record, read in batches straight from the mapped ring
+        (ringbuf.py); raw_event is only valid during the call."""
+        from hdrlog.ringbuf import RingReader
 
-        self._error: BaseException | None = None
+        table = self.bpf["events"]
+        self.reader = RingReader(table.map_fd, int(table.max_entries), callback)
 
-        def _cb(ctx, data, size):
-            # An exception must not unwind through C (bcc's wrapper would call exit()): keep the first
-            # one, skip the rest of this batch, and raise it from poll().
-            if self._error is not None:
-                return 0
-            try:
-                callback(ct.string_at(data, size))
-            except BaseException as exc:  # noqa: BLE001 - re-raised by poll()
-                self._error = exc
-            return 0
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to timeout_ms for a wake-up, then take everything in the ring."""
+        return self.reader.poll(timeout_ms)
 
-        self._cb = _cb  # keep a reference: bcc holds only a C pointer
-        self.bpf["events"].open_ring_buffer(_cb)
-
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-
-    def poll(self, timeout_ms: int) -> None:
-        """Wait up to timeout_ms for a wake-up, then take everything in the ring (the probes wake us only
-        every HDRLOG_WAKEUP_EVERY events, so a timeout can leave events behind)."""
-        self.bpf.ring_buffer_poll(timeout_ms)
-        self._raise_pending()
-        self.bpf.ring_buffer_consume()
-        self._raise_pending()
-
-    def drain(self) -> None:
-        self.bpf.ring_buffer_consume()
-        self._raise_pending()
+    def drain(self) -> int:
+        return self.reader.consume()
 
     def stats(self) -> dict[str, int]:
         table = self.bpf["stats"]
@@ -230,4 +209,7 @@ class ProbeSet:
     def close(self) -> None:
         for pid in list(self.attached):
             self.detach(pid)
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.close()
         self.bpf.cleanup()
