@@ -109,6 +109,14 @@ def format_addr(family: int, addr: bytes, port: int) -> str | None:
 
 _unpack_from = EVENT_HEADER.unpack_from
 _addr_cache: dict[tuple, tuple[str | None, str | None]] = {}  # a connection's tuple repeats in every event
+_comm_cache: dict[bytes, str] = {}
+
+
+def _comm(raw: bytes) -> str:
+    if len(_comm_cache) >= 4096:
+        _comm_cache.clear()
+    s = _comm_cache[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return s
 _HDR = EVENT_HEADER.size
 
 
@@ -131,6 +139,6 @@ def decode(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Eve
     return Event(
         ts_ns=ts + wall_offset_ns, conn=conn, pid=pid, tid=tid, length=length, offset=offset,
         lost=lost, kind=kind, fn=fn, dir=dir_, attr=attr, local=local, peer=peer,
-        comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"), fd=fd,
+        comm=_comm_cache.get(comm) or _comm(comm), fd=fd,
         data=bytes(raw[_HDR:_HDR + cap]),
     )
