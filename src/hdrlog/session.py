@@ -52,8 +52,8 @@ class Target:
 class Session:
     def __init__(self, opts: Options, sink, *, stop: threading.Event | None = None):
         self.opts = opts
-        self.sink = sink
         self.stop = stop or threading.Event()
+        self.sink = _ReaderGone(sink, self.stop)
         self.targets: dict[int, Target] = {}
         self.roots = list(dict.fromkeys(opts.pids))
         self.probeset: ProbeSet | None = None
@@ -292,6 +292,45 @@ def _is_zombie(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True
+
+
+class _ReaderGone:
+    """The sink, guarded: when the reader of our output goes away (`hdrlog attach ... | head -3`), the
+    session stops quietly. A BrokenPipeError must not escape from a sink write: those happen inside the
+    ring-buffer callback, and an exception there skips records and keeps the buffer's memory exported."""
+
+    def __init__(self, inner, stop: threading.Event):
+        self.inner = inner
+        self.stop = stop
+        self.gone = False
+
+    def _guard(self, fn, *args) -> None:
+        if self.gone:
+            return
+        try:
+            fn(*args)
+        except BrokenPipeError:
+            self.gone = True
+            self.stop.set()
+            log("the output was closed by its reader; stopping")
+            try:  # what is still buffered for stdout goes nowhere, instead of failing again at exit
+                fd = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(fd, 1)
+                os.close(fd)
+            except OSError:
+                pass
+
+    def write(self, rec: dict) -> None:
+        self._guard(self.inner.write, rec)
+
+    def flush(self) -> None:
+        self._guard(self.inner.flush)
+
+    def close(self) -> None:
+        self._guard(self.inner.close)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 def _gone(pid: int) -> bool:
