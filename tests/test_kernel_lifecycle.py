@@ -361,6 +361,30 @@ def test_call_beyond_max_bytes_is_truncated_and_the_next_connection_is_fine(proc
     assert not re.search(r" 0 calls beyond --max-bytes", summary_line(h.stderr()))
 
 
+def test_a_write_larger_than_one_chunk_is_captured_in_chunks_up_to_max_bytes(procs, certs, tmp_path):
+    """The gateway echoes X-Request-Id, so a 20 KiB id makes it write a 20 KiB header block in one
+    SSL_write_ex: with --max-bytes 65536 it arrives whole (two 16 KiB chunks), with the default 16 KiB it
+    is truncated and said so."""
+    gw, port = gateway(procs, certs)
+    big = Run(procs, tmp_path, [gw.pid], name="big", extra=("--max-bytes", "65536"))
+    default = Run(procs, tmp_path, [gw.pid], name="default")
+    rid = "r" * 20480
+    c = https(port)
+    assert call(c, "GET", "/health", headers={"X-Request-Id": rid}) == 200
+    assert call(c, "GET", "/health", headers={"X-Request-Id": "small"}) == 200
+    c.close()
+    assert big.signal(signal.SIGINT) == 0 and default.signal(signal.SIGINT, settle=0) == 0
+    resp = http_records(big.records(), kind="response")
+    assert [header(r, "X-Request-Id") for r in resp] == [rid, "small"]
+    assert not any(r["truncated"] for r in resp)
+    assert big.records()[-1]["truncated_calls"] == 0
+    resp = http_records(default.records(), kind="response")
+    assert resp[0]["truncated"] is True and header(resp[0], "X-Request-Id") != rid
+    assert default.records()[-1]["truncated_calls"] >= 1
+    # the next response on the same connection is whole again
+    assert [(r["status"], header(r, "X-Request-Id"), r["truncated"]) for r in resp[1:]] == [(200, "small", False)]
+
+
 def test_ring_buffer_loss_is_counted_and_reported(procs, certs, tmp_path):
     """A 1-page (4 KiB) ring buffer cannot hold an 8 KiB read: every such event is lost, and said so."""
     gw, port = gateway(procs, certs)
