@@ -234,6 +234,22 @@ def test_stop_when_every_target_has_exited(procs, certs, tmp_path, reaped):
     assert len(http_records(records, kind="request")) == 2
 
 
+def test_sigkill_leaves_nothing_attached(procs, certs, tmp_path):
+    """Uprobes are perf events owned by hdrlog's file descriptors: even a SIGKILL takes them all away."""
+    gw, port = gateway(procs, certs)
+    h = Run(procs, tmp_path, [gw.pid])
+    assert patched_bytes(gw.pid) > 0
+    assert h.signal(signal.SIGKILL, settle=0.2) == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while patched_bytes(gw.pid):
+        assert time.monotonic() < deadline, "breakpoints left in the target after hdrlog was killed"
+        time.sleep(0.05)
+    assert uprobe_events_of(h.pid) == []
+    c = https(port)
+    assert call(c, "GET", "/health") == 200
+    c.close()
+
+
 def test_stdout_closed_early_exits_quietly_and_detaches(procs, certs, tmp_path):
     """`hdrlog attach ... | head -3`: when the reader goes, hdrlog detaches and exits 0 without a traceback."""
     gw, port = gateway(procs, certs)
@@ -440,7 +456,8 @@ def test_large_body_does_not_break_pairing_on_the_same_connection(procs, certs, 
 def test_secrets_never_written_by_default_and_shown_on_request(procs, certs, tmp_path):
     """Two sessions on one gateway at once: the default one redacts, the --show-secrets one does not."""
     gw, port = gateway(procs, certs)
-    quiet = Run(procs, tmp_path, [gw.pid], name="default")
+    raw = tmp_path / "raw.events.jsonl"
+    quiet = Run(procs, tmp_path, [gw.pid], name="default", extra=("--record-events", str(raw)))
     loud = Run(procs, tmp_path, [gw.pid], name="shown", extra=("--show-secrets",))
     run_client(port, "sec", requests=7, connections=1)
     assert quiet.signal(signal.SIGINT, settle=0.5) == 0
@@ -457,6 +474,8 @@ def test_secrets_never_written_by_default_and_shown_on_request(procs, certs, tmp
         assert s in shown, s
         assert s not in loud.stderr()
     assert len(http_records(loud.records(), kind="request")) == len(reqs) == 7
+    # the raw event recording holds plaintext (documented): it is private like the output
+    assert stat.S_IMODE(raw.stat().st_mode) == 0o600 and stat.S_IMODE(quiet.out.stat().st_mode) == 0o600
     assert patched_bytes(gw.pid) == 0
 
 
