@@ -1,32 +1,41 @@
-/* gotls.bpf.c — Go crypto/tls: (*Conn).Read, (*Conn).Write, (*Conn).Close (amd64, Go >= 1.17 register ABI).
+/* gotls.bpf.c — Go crypto/tls (amd64, Go >= 1.17 register ABI): (*Conn).Read, (*Conn).Write, (*Conn).Close,
+ * and the entry of (*Conn).serverHandshake / clientHandshake.
  *
  * compiled after common.bpf.c in one main text (src/hdrlog/loader.py); which symbol each function is
  * attached to, and where, is data in src/hdrlog/tlslibs/gotls.py.
  *
  * Go's register ABI: at the entry of (*Conn).Read and (*Conn).Write, RAX = *tls.Conn, RBX = buffer, RCX =
- * length; at each RET, RAX = the byte count n. R14 is the running goroutine's g in all Go code. No
- * uretprobe may be used (it rewrites the return address on a stack Go may move), so the count is read by
- * uprobes at every RET instruction of the function (found by disassembly). A goroutine can leave a Read on
- * another OS thread than it entered (14-26% of Reads measured), so a call in flight is keyed by (pid, g),
- * not by thread.
+ * length; at each RET of Read, RAX = the byte count n. R14 is the running goroutine's g in all Go code.
+ * No uretprobe may be used (it rewrites the return address on a stack Go may move), so Read's count is
+ * read by uprobes at every RET instruction (found by disassembly). A goroutine can leave a Read on another
+ * OS thread than it entered (14-26% of Reads measured), so a Read in flight is keyed by (pid, g), not by
+ * thread. Write is emitted at its entry, from the caller's buffer: before its bytes reach the socket, so
+ * a request always comes before the response it causes (emitted at a Write's RET, a slow uprobe could let
+ * the response's Read overtake it).
  *
  * Connection identity: (pid, *tls.Conn); Close ends it (Go reuses the addresses). Its socket comes from
- *   1. the socket tracepoints of common.bpf.c: the call is also registered in `calls` under the thread it
- *      began on, and the first socket I/O of that thread inside the call is the connection's own (Go
- *      tries the read/write syscall before it parks a goroutine), so its tuple is exact (IN_CALL) even
- *      when the call returns on another thread;
+ *   1. the socket tracepoints of common.bpf.c: every Read, Write and handshake is also registered in
+ *      `calls` under the thread it began on, and the first socket I/O of that thread inside the call is
+ *      the connection's own (Go tries the read/write syscall before it parks a goroutine), so a Read's
+ *      tuple is exact (IN_CALL) even when it returns on another thread; what a Write or handshake saw is
+ *      collected when the next call takes that thread's slot, or at the goroutine's next call;
  *   2. the fd read through the structs: *tls.Conn -> conn net.Conn {itab, data} -> *net.TCPConn ->
  *      conn{fd *netFD} -> netFD{pfd poll.FD{fdmu (16 bytes), Sysfd int (+16), ...}, family int (+56),
  *      sotype int (+64)} — the same layout from go1.17 to go1.27. Nothing read is trusted unless it looks
  *      like a TCP socket's netFD: pointers non-null, 0 <= Sysfd <= 65535, family AF_INET/AF_INET6, sotype
  *      SOCK_STREAM, IsStream set, isFile clear. A net.Conn that wraps another in its first field (e.g.
  *      struct{ net.Conn; ... }) is followed one level down. Every event carries the fd (-1 if none
- *      passed). A call without socket I/O (served from tls.Conn's buffer) gets attribution GO_FD and the
- *      tuple last seen exactly on that fd for the same connection (go_fd_tuples, dropped at Close), or
- *      no tuple, and then the consumer maps (pid, fd) to it through /proc (src/hdrlog/fdsock.py).
+ *      passed). Writes, and Reads without socket I/O of their own (served from tls.Conn's buffer), get
+ *      attribution GO_FD and the tuple last seen exactly on that fd for the same connection (go_fd_tuples,
+ *      dropped at Close), or no tuple: the consumer then maps (pid, fd) through /proc (src/hdrlog/fdsock.py).
+ *
+ * Known gap: a goroutine that blocks before its first socket I/O in a call (a contended tls.Conn mutex)
+ * lets another goroutine's socket I/O on that thread be taken for the call's. HTTP/1 has one reader and
+ * one writer per connection, so the mutexes are rarely contended.
  */
 
 #define GO_MAX_FD 65535
+#define GO_FN_HANDSHAKE 0x80 /* (*Conn).serverHandshake/clientHandshake: kept in `calls` only, never in events */
 
 struct go_key {
 	__u32 pid;
@@ -51,6 +60,9 @@ struct go_fdtuple {
 };
 
 BPF_HASH(go_calls, struct go_key, struct go_call, 16384);
+/* (pid, g) -> thread a handshake of that goroutine began on (its socket tuple is collected at the
+ * goroutine's next Read/Write) */
+BPF_HASH(go_handshakes, struct go_key, __u32, 16384);
 /* (pid, fd) -> the tuple last seen exactly for that fd's connection; dropped at Close */
 BPF_HASH(go_fd_tuples, struct go_fdkey, struct go_fdtuple, 65536);
 /* how the fd walk went, for diagnosis: [0] valid at level 1, [1] valid through a wrapper, [2] invalid */
@@ -112,32 +124,96 @@ static __always_inline int go_conn_fd(__u64 conn)
 	return -1;
 }
 
-static __always_inline int go_enter(struct pt_regs *ctx, __u8 fn)
+/* remember the exact tuple of a Go call's socket for its fd (the per-thread copy of a Go call in `calls`
+ * carries the fd in lenp) */
+static __always_inline void go_keep_tuple(__u32 pid, struct hdrlog_call *tc)
+{
+	if (tc->attr != HDRLOG_ATTR_IN_CALL)
+		return;
+	if (tc->fn != HDRLOG_FN_GO_READ && tc->fn != HDRLOG_FN_GO_WRITE && tc->fn != GO_FN_HANDSHAKE)
+		return;
+	__s64 fd = (__s64)tc->lenp;
+	if (fd < 0 || fd > GO_MAX_FD)
+		return;
+	struct go_fdkey fk = {.pid = pid, .fd = (__s32)fd};
+	struct go_fdtuple ft = {.conn = tc->conn};
+	__builtin_memcpy(&ft.tuple, &tc->tuple, sizeof(ft.tuple));
+	go_fd_tuples.update(&fk, &ft);
+}
+
+/* Register a call in this thread's `calls` slot for the socket tracepoints (socket I/O comes before the
+ * goroutine can leave the thread). A call still registered there belongs to a goroutine that parked after
+ * its socket I/O: keep what it learned before this call takes the slot. */
+static __always_inline void go_register(__u64 id, struct hdrlog_call *c, __s32 fd)
+{
+	struct hdrlog_call *prev = calls.lookup(&id);
+	if (prev)
+		go_keep_tuple(id >> 32, prev);
+	struct hdrlog_call tc = *c;
+	tc.lenp = (__u64)(__s64)fd;
+	if (calls.update(&id, &tc) != 0)
+		hdrlog_count(HDRLOG_STAT_CALLS_FULL, 1);
+}
+
+/* The handshake this goroutine ran before (its first Read may be served entirely from records that came
+ * in with the handshake's last read, with no socket I/O of its own): collect its tuple. */
+static __always_inline void go_after_handshake(__u32 pid, __u64 g, __u64 conn)
+{
+	struct go_key hk = {.pid = pid, .fn = GO_FN_HANDSHAKE, .g = g};
+	__u32 *tid = go_handshakes.lookup(&hk);
+	if (!tid)
+		return;
+	__u64 hid = ((__u64)pid << 32) | *tid;
+	go_handshakes.delete(&hk);
+	struct hdrlog_call *tc = calls.lookup(&hid);
+	if (tc && tc->conn == conn && tc->fn == GO_FN_HANDSHAKE) {
+		go_keep_tuple(pid, tc);
+		calls.delete(&hid);
+	}
+}
+
+/* the tuple last seen exactly on this fd, for the same connection */
+static __always_inline void go_fd_tuple(__u32 pid, __s32 fd, struct hdrlog_call *c)
+{
+	struct go_fdkey fk = {.pid = pid, .fd = fd};
+	struct go_fdtuple *ft = go_fd_tuples.lookup(&fk);
+	if (ft && ft->conn == c->conn)
+		__builtin_memcpy(&c->tuple, &ft->tuple, sizeof(c->tuple));
+	c->attr = HDRLOG_ATTR_GO_FD; /* with a tuple, or the consumer finds it from (pid, fd) */
+}
+
+/* (*Conn).serverHandshake / clientHandshake (run once per connection, through c.handshakeFn) */
+int go_handshake_enter(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct go_key k = {.pid = id >> 32, .fn = fn, .g = ctx->r14};
-	struct go_call gc = {};
-	gc.c.conn = ctx->ax;
-	gc.c.buf = ctx->bx;
-	gc.c.lenp = ctx->cx; /* the requested length: n is never more */
-	gc.c.fn = fn;
-	gc.fd = go_conn_fd(gc.c.conn);
-	gc.tid = (__u32)id;
-	go_calls.update(&k, &gc);
-	/* per thread, for the socket tracepoints: socket I/O before the goroutine can leave the thread */
-	if (calls.update(&id, &gc.c) != 0)
-		hdrlog_count(HDRLOG_STAT_CALLS_FULL, 1);
+	struct hdrlog_call c = {};
+	c.conn = ctx->ax;
+	c.fn = GO_FN_HANDSHAKE;
+	__s32 fd = go_conn_fd(c.conn);
+	if (fd < 0)
+		return 0; /* nothing to learn the tuple for */
+	go_register(id, &c, fd);
+	struct go_key hk = {.pid = id >> 32, .fn = GO_FN_HANDSHAKE, .g = ctx->r14};
+	__u32 tid = (__u32)id;
+	go_handshakes.update(&hk, &tid);
 	return 0;
 }
 
 int go_read_enter(struct pt_regs *ctx)
 {
-	return go_enter(ctx, HDRLOG_FN_GO_READ);
-}
-
-int go_write_enter(struct pt_regs *ctx)
-{
-	return go_enter(ctx, HDRLOG_FN_GO_WRITE);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key k = {.pid = id >> 32, .fn = HDRLOG_FN_GO_READ, .g = ctx->r14};
+	struct go_call gc = {};
+	gc.c.conn = ctx->ax;
+	gc.c.buf = ctx->bx;
+	gc.c.lenp = ctx->cx; /* the buffer's length: n is never more */
+	gc.c.fn = HDRLOG_FN_GO_READ;
+	gc.fd = go_conn_fd(gc.c.conn);
+	gc.tid = (__u32)id;
+	go_after_handshake(k.pid, k.g, gc.c.conn);
+	go_calls.update(&k, &gc);
+	go_register(id, &gc.c, gc.fd);
+	return 0;
 }
 
 /* plaintext of one completed call (hdrlog_emit_data with the fd) */
@@ -174,14 +250,37 @@ static __always_inline void go_emit_data(__u64 id, struct hdrlog_call *c, __u64 
 	}
 }
 
-/* at a RET instruction of Read or Write */
-static __always_inline int go_return(struct pt_regs *ctx, __u8 fn, __u8 dir)
+/* (*Conn).Write: the plaintext is in the caller's buffer at entry; emitted now, before it reaches the socket */
+int go_write_enter(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct go_key k = {.pid = id >> 32, .fn = fn, .g = ctx->r14};
+	__u32 pid = id >> 32;
+	struct hdrlog_call c = {};
+	c.conn = ctx->ax;
+	c.buf = ctx->bx;
+	c.fn = HDRLOG_FN_GO_WRITE;
+	__s32 fd = go_conn_fd(c.conn);
+	go_after_handshake(pid, ctx->r14, c.conn);
+	/* what an earlier call parked on this thread learned is kept before the slot is taken, so the
+	 * lookup comes after it */
+	go_register(id, &c, fd);
+	if (fd >= 0)
+		go_fd_tuple(pid, fd, &c);
+	__s64 len = (__s64)ctx->cx;
+	if (len <= 0)
+		return 0;
+	go_emit_data(id, &c, (__u64)len, HDRLOG_DIR_OUT, fd);
+	return 0;
+}
+
+/* at each RET instruction of (*Conn).Read: RAX = n */
+int go_read_return(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key k = {.pid = id >> 32, .fn = HDRLOG_FN_GO_READ, .g = ctx->r14};
 	struct go_call *gc = go_calls.lookup(&k);
 	if (!gc)
-		return 0;
+		return 0; /* entered before hdrlog attached */
 	struct hdrlog_call c = gc->c;
 	__s32 fd = gc->fd;
 	__u64 entry_id = (id & 0xffffffff00000000ULL) | gc->tid;
@@ -190,49 +289,26 @@ static __always_inline int go_return(struct pt_regs *ctx, __u8 fn, __u8 dir)
 	 * park (a read that would block returns EAGAIN first), so the first socket the tracepoints saw on
 	 * that thread since the entry is this connection's, wherever the call returns. The slot is this
 	 * call's only while it names the same connection and function (another call on that thread
-	 * replaces it). */
+	 * replaces it, after keeping its tuple). */
 	struct hdrlog_call *tc = calls.lookup(&entry_id);
-	if (tc && tc->conn == c.conn && tc->fn == fn) {
+	if (tc && tc->conn == c.conn && tc->fn == HDRLOG_FN_GO_READ) {
 		if (tc->attr == HDRLOG_ATTR_IN_CALL) {
 			__builtin_memcpy(&c.tuple, &tc->tuple, sizeof(c.tuple));
 			c.attr = HDRLOG_ATTR_IN_CALL;
+			go_keep_tuple(k.pid, tc);
 		}
 		calls.delete(&entry_id);
 	}
-	if (fd >= 0) {
-		struct go_fdkey fk = {.pid = k.pid, .fd = fd};
-		if (c.attr == HDRLOG_ATTR_IN_CALL) {
-			struct go_fdtuple ft = {.conn = c.conn};
-			__builtin_memcpy(&ft.tuple, &c.tuple, sizeof(ft.tuple));
-			go_fd_tuples.update(&fk, &ft);
-		} else {
-			/* no socket I/O in the call (served from tls.Conn's buffer): the fd's tuple seen earlier,
-			 * else the consumer maps (pid, fd) itself */
-			struct go_fdtuple *ft = go_fd_tuples.lookup(&fk);
-			if (ft && ft->conn == c.conn)
-				__builtin_memcpy(&c.tuple, &ft->tuple, sizeof(c.tuple));
-			c.attr = HDRLOG_ATTR_GO_FD;
-		}
-	}
+	if (c.attr != HDRLOG_ATTR_IN_CALL && fd >= 0)
+		go_fd_tuple(k.pid, fd, &c); /* no socket I/O: served from tls.Conn's buffer */
 	__s64 rc = (__s64)ctx->ax;
 	if (rc <= 0)
 		return 0;
 	__u64 n = (__u64)rc;
 	if (n > c.lenp)
 		n = c.lenp;
-	if (n > 0)
-		go_emit_data(id, &c, n, dir, fd);
+	go_emit_data(id, &c, n, HDRLOG_DIR_IN, fd);
 	return 0;
-}
-
-int go_read_return(struct pt_regs *ctx)
-{
-	return go_return(ctx, HDRLOG_FN_GO_READ, HDRLOG_DIR_IN);
-}
-
-int go_write_return(struct pt_regs *ctx)
-{
-	return go_return(ctx, HDRLOG_FN_GO_WRITE, HDRLOG_DIR_OUT);
 }
 
 /* (*Conn).Close: the address may be handed to the next connection, the fd to the next socket */

@@ -82,9 +82,9 @@ def test_go_library_description():
     lib = REGISTRY["go"]
     assert lib.name == "gotls" and lib.probe_file == "gotls.bpf.c"
     by_sym = {u.symbol: u for u in lib.uprobes}
-    assert set(by_sym) == {READ, WRITE, CLOSE}
+    assert {READ, WRITE, CLOSE} <= set(by_sym)
     assert all(u.ret is None for u in lib.uprobes), "never a uretprobe on Go code"
-    assert by_sym[READ].at_returns and by_sym[WRITE].at_returns and by_sym[CLOSE].entry
+    assert by_sym[READ].at_returns and by_sym[WRITE].entry and by_sym[CLOSE].entry
     src = (probes_dir() / lib.probe_file).read_text()
     defined = set(re.findall(r"^int (\w+)\(struct pt_regs \*ctx\)", src, re.M))
     named = {f for u in lib.uprobes for f in (u.entry, u.ret, u.at_returns) if f}

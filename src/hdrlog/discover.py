@@ -41,7 +41,8 @@ _IO_FUNCS = ("SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex")  # one of t
 BORINGSSL_MARKERS = ("SSL_CTX_set_custom_verify", "SSL_set_renegotiate_mode", "BORINGSSL_self_test",
                      "SSL_early_callback_ctx_extension_get")
 GO_TLS_FUNCS = ("crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Handshake",
-                "crypto/tls.(*Conn).Close")
+                "crypto/tls.(*Conn).Close", "crypto/tls.(*Conn).serverHandshake",
+                "crypto/tls.(*Conn).clientHandshake")
 NAME_HINTS = ("ssl", "crypto", "boring", "tls", "node")
 GO_BUILDINFO_MAGIC = b"\xff Go buildinf:"
 

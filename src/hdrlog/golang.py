@@ -16,7 +16,7 @@ from collections import OrderedDict
 from hdrlog.elfsyms import ElfFile, Symbol
 from hdrlog.errors import HdrlogError
 
-__all__ = ["MIN_GO", "parse_version", "unsupported_reason", "return_sites", "return_offsets"]
+__all__ = ["MIN_GO", "parse_version", "unsupported_reason", "return_sites", "return_offsets", "after_stack_check"]
 
 MIN_GO = (1, 17)  # the register ABI on amd64 (receiver/args in RAX, RBX, RCX..., g in R14)
 _MAX_FUNC = 1 << 20  # a function larger than this is not what we think it is
@@ -67,6 +67,29 @@ def return_sites(code: bytes, vaddr: int) -> list[int]:
         raise HdrlogError(f"cannot disassemble the function at {vaddr:#x} past {end:#x} "
                           f"({len(tail)} bytes left, starting {tail[:8].hex()}); not probing its returns.")
     return rets
+
+
+_STACK_CHECK = re.compile(r"^(rsp|r12), qword ptr \[r14 \+ 0x10\]$")
+
+
+def after_stack_check(code: bytes, vaddr: int) -> tuple[int, str] | None:
+    """(address, instruction) of the first instruction after the stack-growth check that opens a Go
+    function on amd64 — `cmp rsp|r12, [r14+0x10]` (g.stackguard0), then `jbe` to the morestack call — or
+    None when the prologue is not that.
+
+    A probe that must run once per call goes there: when the stack has to grow (or the goroutine is asked
+    to yield, through the same guard), morestack runs the function again from its first instruction, so
+    a probe at or before the `jbe` fires twice for one call, and one after it exactly once. The registers
+    are still the arguments: the check writes only flags (and r12 for large frames)."""
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+    insns = list(Cs(CS_ARCH_X86, CS_MODE_64).disasm_lite(code[:64], vaddr))[:8]
+    for i in range(len(insns) - 2):
+        _a, _s, mnem, ops = insns[i]
+        if mnem == "cmp" and _STACK_CHECK.match(ops) and insns[i + 1][2] in ("jbe", "jna"):
+            addr, _size, m, o = insns[i + 2]
+            return addr, f"{m} {o}".strip()
+    return None
 
 
 def return_offsets(path: str, sym: Symbol) -> tuple[int, ...]:

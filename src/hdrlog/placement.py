@@ -226,6 +226,23 @@ def ret_insn_sites(elf: ElfFile, path: str, up, sym: Symbol) -> list[Site]:
     return out
 
 
+def go_body_site(elf: ElfFile, sym: Symbol, fn: str) -> Site:
+    """Go: an entry program that must run once per call, on the first instruction after the stack-growth
+    check (golang.after_stack_check); at the entry, said so, when the prologue is not recognised."""
+    from hdrlog.golang import after_stack_check
+
+    hit = after_stack_check(elf.read(sym.offset, 64), sym.vaddr)
+    if hit is None:
+        return at_entry(elf, sym, fn, "entry", "no Go stack-growth check recognised: at the entry, where it "
+                        "runs again when morestack restarts the function")
+    addr, text = hit
+    delta = addr - sym.vaddr
+    insn = next(_MD.disasm(elf.read(sym.offset + delta, 16), addr), None)
+    return Site("entry", fn, addr, sym.offset + delta, sym.name, f"{sym.name}+{delta:#x}", text,
+                _cost(insn) if insn else "unknown",
+                "after Go's stack-growth check: once per call (morestack restarts the function at its entry)")
+
+
 def plan(elf: ElfFile, library, symbols: dict[str, Symbol], *, path: str | None = None,
          mode: str = "auto") -> list[Site]:
     """Sites for every uprobe of `library` whose symbol was found. mode "entry" disables relocation."""
@@ -237,6 +254,9 @@ def plan(elf: ElfFile, library, symbols: dict[str, Symbol], *, path: str | None 
             continue
         if up.at_returns is not None:
             sites += ret_insn_sites(elf, path or elf.path, up, sym)
+        if up.after_stack_check and up.entry and not up.ret:
+            sites.append(go_body_site(elf, sym, up.entry))  # correctness, not cost: in every mode
+            continue
         if up.group and mode == "auto":
             groups.setdefault(up.group, []).append((up, sym))
         elif mode == "entry":

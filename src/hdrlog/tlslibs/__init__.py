@@ -21,6 +21,9 @@ class Uprobe:
     reads: frozenset[str] = frozenset()
     # wrapper group (placement.py): members that call one internal function, probed there instead
     group: str | None = None
+    # Go: the entry program must run once per call, so it goes after the stack-growth check (morestack
+    # runs the function again from its first instruction); placement.py honours it in every mode
+    after_stack_check: bool = False
 
 
 @dataclass(frozen=True)
