@@ -37,8 +37,10 @@ class EventRecorder:
 
 class Pipeline:
     def __init__(self, sink, redactor: Redactor, *, lib_of_pid: Callable[[int], str], max_bytes: int,
-                 wall_offset_ns: int = events.WALL_OFFSET_NS, recorder: EventRecorder | None = None):
+                 wall_offset_ns: int = events.WALL_OFFSET_NS, recorder: EventRecorder | None = None,
+                 tap: Callable[[Event, Tracker], None] | None = None):
         self.sink = sink
+        self.tap = tap  # sees every decoded event after tracking (pcap.py, doctor's probe counters)
         self.redactor = redactor
         self.wall_offset_ns = wall_offset_ns
         self.recorder = recorder
@@ -56,6 +58,8 @@ class Pipeline:
             self.decode_errors += 1
             return
         self.tracker.on_event(ev)
+        if self.tap is not None:
+            self.tap(ev, self.tracker)
 
     def _emit(self, conn: Conn, direction: str, msg: HttpMessage, ev: Event) -> None:
         self.messages_by_pid[conn.pid] += 1

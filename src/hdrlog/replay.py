@@ -35,7 +35,7 @@ def read_events(path: str) -> tuple[dict, Iterator[bytes]]:
     return meta, gen()
 
 
-def replay(path: str, sink, redactor, *, max_bytes: int | None = None) -> "Pipeline":  # noqa: F821
+def replay(path: str, sink, redactor, *, max_bytes: int | None = None, tap=None) -> "Pipeline":  # noqa: F821
     from hdrlog.pipeline import Pipeline
 
     meta, raws = read_events(path)
@@ -43,6 +43,7 @@ def replay(path: str, sink, redactor, *, max_bytes: int | None = None) -> "Pipel
     pipe = Pipeline(
         sink, redactor, lib_of_pid=lambda pid: libs.get(pid, "openssl"),
         max_bytes=max_bytes or meta.get("max_bytes", 16384), wall_offset_ns=meta.get("wall_offset_ns", 0),
+        tap=tap,
     )
     for raw in raws:
         pipe.on_raw(raw)

@@ -34,9 +34,16 @@ class Options:
     verbose: bool = False
     poll_ms: int = 100
     scan_interval_s: float = 0.5
+    event_tap: object = None  # Pipeline tap: called with (event, tracker) for every decoded event (--pcap)
+
+
+# run before a diagnostic is written to stderr (the live view's status line erases itself)
+LOG_HOOKS: list = []
 
 
 def log(msg: str) -> None:
+    for hook in LOG_HOOKS:
+        hook()
     sys.stderr.write(f"hdrlog: {msg}\n")
     sys.stderr.flush()
 
@@ -122,7 +129,8 @@ class Session:
                 self.recorder = EventRecorder(self.opts.record_events, {
                     "wall_offset_ns": events.WALL_OFFSET_NS, "max_bytes": self.opts.max_bytes, "libs": {}})
             self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid,
-                                     max_bytes=self.opts.max_bytes, recorder=self.recorder)
+                                     max_bytes=self.opts.max_bytes, recorder=self.recorder,
+                                     tap=self.opts.event_tap)
             self.probeset.open(self.pipeline.on_raw)
             for pid, tls in found.items():
                 self._check_interrupted()
