@@ -1,4 +1,4 @@
-"""Command line: hdrlog attach | demo | replay | setup."""
+"""Command line: hdrlog attach | demo | replay | setup | ps | doctor | stats | completion."""
 
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--record-events", metavar="FILE",
                    help="also save raw kernel events to FILE for `hdrlog replay` (contains plaintext, "
                    "secrets included; mode 0600)")
+    _add_operator_arguments(a)
 
     d = sub.add_parser("demo", help="run a built-in HTTPS demo gateway and client, attached, and show the capture",
                        description="Start a loopback HTTPS demo gateway (Python ssl) and a client sending "
@@ -90,27 +91,60 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file")
     r.add_argument("--format", choices=("jsonl", "pretty"), default="jsonl")
     r.add_argument("--show-secrets", action="store_true")
+    r.add_argument("--pcap", metavar="FILE", help="also write the decrypted streams as pcapng (needs --show-secrets)")
+    from hdrlog.output import add_filter_arguments
+
+    add_filter_arguments(r)
 
     s = sub.add_parser("setup", help="prepare this machine: kernel headers for bcc, tracefs",
                        description="Link Debian's kernel headers where bcc looks for them (installing "
                        "linux-headers-amd64 if none) and mount tracefs. Safe to re-run.")
     s.add_argument("--no-apt", action="store_true", help="never run apt-get")
+
+    from hdrlog import completion, doctor, ps, stats
+
+    ps.add_parser(sub)
+    doctor.add_parser(sub)
+    stats.add_parser(sub)
+    completion.add_parser(sub)
     return p
 
 
-def _sink(fmt: str | None, output: str | None):
-    from hdrlog.sinks import JsonlSink, PrettySink
+def _add_operator_arguments(a) -> None:
+    """attach's output, filter, statistics, metrics and pcap options (output.py, stats.py, metrics.py, pcap.py)."""
+    from hdrlog.output import add_filter_arguments
 
-    if fmt is None:
-        fmt = "pretty" if output is None and sys.stdout.isatty() else "jsonl"
-    if fmt == "pretty" and output is None:
-        return PrettySink()
-    if fmt == "pretty":
-        from hdrlog.sinks import open_private
-        import io
+    add_filter_arguments(a)
+    g = a.add_argument_group("files, statistics, metrics, pcap")
+    g.add_argument("--rotate-mb", type=_positive_float, metavar="MB",
+                   help="with --output: start a new file when it reaches MB MiB (FILE -> FILE.1 -> ...)")
+    g.add_argument("--keep", type=int, default=5, metavar="N", help="rotated files kept (default 5)")
+    g.add_argument("--no-stats", action="store_true", help="no statistics table on stderr at the end")
+    g.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics (a bare PORT means 127.0.0.1)")
+    g.add_argument("--pcap", metavar="FILE",
+                   help="also write the decrypted streams as pcapng (synthesized TCP/IP on the real addresses, "
+                   "mode 0600); holds credentials, so it needs --show-secrets")
 
-        return PrettySink(io.TextIOWrapper(open_private(output), encoding="utf-8"), color=False)
-    return JsonlSink(output)
+
+def _sink(fmt: str | None, output: str | None, args=None):
+    from hdrlog.output import base_sink
+
+    return base_sink(fmt, output, headers=getattr(args, "header", None) or (),
+                     rotate_mb=getattr(args, "rotate_mb", None), keep=getattr(args, "keep", 5))
+
+
+def _pcap(args):
+    if not getattr(args, "pcap", None):
+        return None
+    if not args.show_secrets:
+        raise HdrlogError(
+            "--pcap writes the decrypted bytes as they were, credentials included (hdrlog cannot redact inside "
+            "HTTP/2's compressed headers): add --show-secrets to confirm."
+        )
+    from hdrlog.pcap import PcapWriter
+
+    return PcapWriter(args.pcap)
 
 
 def cmd_attach(args) -> int:
@@ -124,15 +158,37 @@ def cmd_attach(args) -> int:
         pages = args.ringbuf_pages
         if pages < 1 or pages & (pages - 1):
             raise HdrlogError(f"--ringbuf-pages must be a power of two (1, 2, 4, ...), not {pages}.")
+    from hdrlog import output, session as session_mod
+    from hdrlog.stats import Stats
+
+    flt = output.Filter.from_args(args)
+    stats = None if args.no_stats else Stats(headers=False)
+    metrics = pcap = None
+    if args.metrics:
+        from hdrlog.metrics import MetricsServer
+
+        metrics = MetricsServer.start(args.metrics)  # a busy port fails here, before anything is attached
+    try:
+        pcap = _pcap(args)
+        base = _sink(args.format, args.output, args)
+    except BaseException:
+        if metrics:
+            metrics.stop()
+        raise
+    status = base if isinstance(base, output.StatusLine) else None
+    sink = output.OutputSink(base, flt, observers=[stats, metrics, status])
     stop = threading.Event()
     install_signal_handlers(stop)
     opts = Options(
         pids=args.pid, duration=args.duration, max_bytes=args.max_bytes, ringbuf_pages=pages,
         show_secrets=args.show_secrets, record_events=args.record_events, follow_children=not args.no_follow,
-        placement=args.placement, verbose=args.verbose,
+        placement=args.placement, verbose=args.verbose, event_tap=pcap.on_event if pcap else None,
     )
-    sink = _sink(args.format, args.output)
     session = Session(opts, sink, stop=stop)
+    if metrics:
+        metrics.bind(session)
+    if status:
+        session_mod.LOG_HOOKS.append(status.clear)
     try:
         session.start()
         session.run()
@@ -142,6 +198,15 @@ def cmd_attach(args) -> int:
             sink.close()
         except BrokenPipeError:
             pass
+        if status:
+            session_mod.LOG_HOOKS.remove(status.clear)
+        if pcap:
+            pcap.close()
+            session_mod.log(pcap.describe())
+        if metrics:
+            metrics.stop()
+    if stats is not None and stats.kinds:
+        sys.stderr.write(stats.short_table())
     return 0
 
 
@@ -178,10 +243,18 @@ def cmd_replay(args) -> int:
     from hdrlog.redact import Redactor
     from hdrlog.replay import replay
 
+    from hdrlog.output import Filter, OutputSink
+
     _check_recording(args.file)
-    sink = _sink(args.format, None)
-    replay(args.file, sink, Redactor(show_secrets=args.show_secrets))
-    sink.close()
+    pcap = _pcap(args)
+    sink = OutputSink(_sink(args.format, None, args), Filter.from_args(args))
+    try:
+        replay(args.file, sink, Redactor(show_secrets=args.show_secrets), tap=pcap.on_event if pcap else None)
+    finally:
+        sink.close()
+        if pcap:
+            pcap.close()
+            sys.stderr.write(f"hdrlog: {pcap.describe()}\n")
     return 0
 
 
@@ -197,7 +270,18 @@ def cmd_setup(args) -> int:
     return run_setup(args)
 
 
-COMMANDS = {"attach": cmd_attach, "demo": cmd_demo, "replay": cmd_replay, "setup": cmd_setup}
+def _lazy(module: str):
+    def run(args) -> int:
+        import importlib
+
+        return importlib.import_module(f"hdrlog.{module}").run(args)
+
+    return run
+
+
+COMMANDS = {"attach": cmd_attach, "demo": cmd_demo, "replay": cmd_replay, "setup": cmd_setup,
+            "ps": _lazy("ps"), "doctor": _lazy("doctor"), "stats": _lazy("stats"),
+            "completion": _lazy("completion")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,461 @@
+"""`hdrlog stats FILE.jsonl` and the table at the end of `attach`: what the capture says, without jq.
+
+Per route (method + normalised path: numeric ids, UUIDs, long hex and token-like segments become {id},
+the query is dropped) and per peer IP: requests, error rate (4xx/5xx, MCP errors), latency p50/p95/p99,
+bytes where Content-Length says; per header name: distinct values and the most frequent ones (a
+redacted value is only ever its <redacted:…> fingerprint, as written); MCP: calls per method and tool,
+errors, sessions.
+
+Memory stays bounded on long runs: latencies are a reservoir sample per group (RESERVOIR), distinct
+header values are counted up to MAX_VALUES per header, routes and peers beyond MAX_GROUPS fold into
+"other".
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hdrlog.errors import HdrlogError
+
+RESERVOIR = 20000
+MAX_VALUES = 1000
+MAX_GROUPS = 2000
+OTHER = "other"
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_HEX = re.compile(r"^(?=.*\d)[0-9a-fA-F]{8,}$")
+_NUM = re.compile(r"^\d+$")
+_TOKEN = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~=]{20,}$")
+_REDACTED = re.compile(r"<redacted:[0-9a-f]{8}>")
+_norm_cache: dict[str, str] = {}
+
+
+def normalise_path(path: str | None) -> str:
+    """/users/42/orders/9f8e7d6c5b4a3f21?x=1 → /users/{id}/orders/{id}"""
+    if path is None:
+        return "?"
+    hit = _norm_cache.get(path)
+    if hit is not None:
+        return hit
+    bare = path.split("?", 1)[0].split("#", 1)[0]
+    if bare.startswith(("http://", "https://")):  # absolute-form (proxies): keep the path part
+        rest = bare.split("://", 1)[1]
+        bare = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    segs = []
+    for seg in bare.split("/"):
+        if seg and (_NUM.match(seg) or _UUID.match(seg) or _HEX.match(seg) or _TOKEN.match(seg)
+                    or _REDACTED.search(seg)):
+            seg = "{id}"
+        segs.append(seg)
+    out = "/".join(segs) or "/"
+    if len(_norm_cache) > 65536:
+        _norm_cache.clear()
+    _norm_cache[path] = out
+    return out
+
+
+def peer_ip(addr: str | None) -> str:
+    """"10.0.0.5:443" → "10.0.0.5", "[::1]:8443" → "::1", None → "?"."""
+    if not addr:
+        return "?"
+    if addr.startswith("["):
+        return addr[1:addr.index("]")] if "]" in addr else addr
+    return addr.rsplit(":", 1)[0]
+
+
+def percentile(sorted_vals: list[float], q: float) -> float | None:
+    if not sorted_vals:
+        return None
+    k = (len(sorted_vals) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
+
+
+def _content_length(rec: dict) -> int | None:
+    for n, v in rec.get("headers") or ():
+        if n.lower() == "content-length":
+            try:
+                return int(v.strip())
+            except ValueError:
+                return None
+    return None
+
+
+def mcp_items(rec: dict) -> list[dict]:
+    """The MCP summaries of a record (mcp.py writes one object, or a list for a batch / an SSE stream)."""
+    m = rec.get("mcp")
+    if isinstance(m, dict):
+        return [m]
+    if isinstance(m, list):
+        return [x for x in m if isinstance(x, dict)]
+    return []
+
+
+def mcp_tool(m: dict) -> str | None:
+    """What a call is about: the tool (tools/call), resource or prompt."""
+    for k in ("tool", "resource", "prompt"):
+        if m.get(k):
+            return str(m[k])
+    return None
+
+
+def mcp_is_error(m: dict) -> bool:
+    """A JSON-RPC error ("error": its code, possibly null) or a tool result with isError."""
+    return "error" in m or bool(m.get("is_error"))
+
+
+def mcp_session(rec: dict, m: dict) -> str | None:
+    s = m.get("session")
+    if s:
+        return str(s)
+    for n, v in rec.get("headers") or ():
+        if n.lower() == "mcp-session-id":
+            return v
+    return None
+
+
+@dataclass
+class Group:
+    requests: int = 0
+    responses: int = 0
+    errors_4xx: int = 0
+    errors_5xx: int = 0
+    mcp_errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    seen_latencies: int = 0
+    req_bytes: int = 0
+    req_bytes_known: int = 0
+    resp_bytes: int = 0
+    resp_bytes_known: int = 0
+    statuses: Counter = field(default_factory=Counter)
+
+    def latency(self, ms: float, rng: random.Random) -> None:
+        self.seen_latencies += 1
+        if len(self.latencies) < RESERVOIR:
+            self.latencies.append(ms)
+        else:
+            j = rng.randrange(self.seen_latencies)
+            if j < RESERVOIR:
+                self.latencies[j] = ms
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies)
+        count = max(self.requests, self.responses)
+        errors = self.errors_4xx + self.errors_5xx + self.mcp_errors
+        out = {
+            "requests": count,
+            "responses": self.responses,
+            "errors": errors,
+            "error_rate": round(errors / self.responses, 4) if self.responses else None,
+            "errors_4xx": self.errors_4xx,
+            "errors_5xx": self.errors_5xx,
+            "mcp_errors": self.mcp_errors,
+            "latency_ms": {f"p{int(q * 100)}": (round(v, 3) if (v := percentile(lat, q)) is not None else None)
+                           for q in (0.5, 0.95, 0.99)},
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+        }
+        if self.req_bytes_known:
+            out["request_bytes"] = {"total": self.req_bytes, "known_for": self.req_bytes_known}
+        if self.resp_bytes_known:
+            out["response_bytes"] = {"total": self.resp_bytes, "known_for": self.resp_bytes_known}
+        return out
+
+
+@dataclass
+class HeaderStat:
+    count: int = 0
+    values: Counter = field(default_factory=Counter)
+    overflow: bool = False  # more than MAX_VALUES distinct values: the count is a lower bound
+    redacted: int = 0
+
+    def add(self, value: str) -> None:
+        self.count += 1
+        if "<redacted:" in value:
+            self.redacted += 1
+        if value in self.values or len(self.values) < MAX_VALUES:
+            self.values[value] += 1
+        else:
+            self.overflow = True
+
+
+class Stats:
+    """Feed records with observe(rec) (an output observer) or add(rec); read result() or table()."""
+
+    def __init__(self, headers: bool = True):
+        self.routes: dict[tuple[str, str], Group] = {}
+        self.peers: dict[str, Group] = {}
+        self.headers_on = headers
+        self.headers: dict[tuple[str, str], HeaderStat] = {}
+        self.mcp_calls: Counter = Counter()
+        self.mcp_errors: Counter = Counter()
+        self.mcp_sessions: set[str] = set()
+        self.mcp_pending: dict[tuple, tuple[str, str | None]] = {}
+        self.kinds: Counter = Counter()
+        self.protos: Counter = Counter()
+        self.lost_events = 0
+        self.first_ts: str | None = None
+        self.last_ts: str | None = None
+        self.rng = random.Random(0)
+
+    def _group(self, table: dict, key, factory=Group):
+        g = table.get(key)
+        if g is None:
+            if len(table) >= MAX_GROUPS:
+                key = (OTHER, OTHER) if isinstance(key, tuple) else OTHER
+                g = table.get(key)
+                if g is not None:
+                    return g
+            g = table[key] = factory()
+        return g
+
+    observe = None  # set below (same as add)
+
+    def add(self, rec: dict) -> None:
+        t = rec.get("type")
+        if t == "loss":
+            self.lost_events = max(self.lost_events, int(rec.get("total_events") or 0))
+            return
+        if t != "http":
+            return
+        kind = rec.get("kind")
+        self.kinds[kind] += 1
+        self.protos[rec.get("proto")] += 1
+        ts = rec.get("ts")
+        if ts:
+            if self.first_ts is None or ts < self.first_ts:
+                self.first_ts = ts
+            if self.last_ts is None or ts > self.last_ts:
+                self.last_ts = ts
+        if kind == "response":
+            req = rec.get("request") or {}
+            method, path = req.get("method") or "?", req.get("path")
+        else:
+            method, path = rec.get("method") or "?", rec.get("path")
+        route = self._group(self.routes, (method, normalise_path(path)))
+        peer = self._group(self.peers, peer_ip((rec.get("conn") or {}).get("peer")))
+        clen = _content_length(rec)
+        items = mcp_items(rec)
+        mcp_err = self._mcp(rec, items, kind) if items else False
+        for g in (route, peer):
+            if kind == "request":
+                g.requests += 1
+                if clen is not None:
+                    g.req_bytes += clen
+                    g.req_bytes_known += 1
+            else:
+                g.responses += 1
+                st = rec.get("status")
+                if st is not None:
+                    g.statuses[st] += 1
+                    if 400 <= st < 500:
+                        g.errors_4xx += 1
+                    elif st >= 500:
+                        g.errors_5xx += 1
+                    elif mcp_err:
+                        g.mcp_errors += 1
+                elif mcp_err:
+                    g.mcp_errors += 1
+                lat = rec.get("latency_ms")
+                if lat is not None:
+                    g.latency(float(lat), self.rng)
+                if clen is not None and method != "HEAD" and st not in (204, 304):  # no body follows
+                    g.resp_bytes += clen
+                    g.resp_bytes_known += 1
+        if self.headers_on:
+            for n, v in rec.get("headers") or ():
+                hs = self.headers.get((kind, n.lower()))
+                if hs is None:
+                    hs = self.headers[(kind, n.lower())] = HeaderStat()
+                hs.add(v)
+
+    def _mcp(self, rec: dict, items: list[dict], kind: str) -> bool:
+        """Count MCP calls (request) or errors (response); True if this response carries an MCP error.
+        A response names its request's method/tool (mcp.link); else they are found by JSON-RPC id."""
+        conn = (rec.get("conn") or {}).get("id")
+        error = False
+        for m in items:
+            sess = mcp_session(rec, m)
+            if sess:
+                self.mcp_sessions.add(sess)
+            method, tool = m.get("method"), mcp_tool(m)
+            if kind == "request":
+                if method:
+                    self.mcp_calls[(method, tool)] += 1
+                    if m.get("id") is not None:
+                        if len(self.mcp_pending) > 100000:
+                            self.mcp_pending.clear()
+                        self.mcp_pending[(conn, str(m["id"]))] = (method, tool)
+                continue
+            pending = self.mcp_pending.pop((conn, str(m.get("id"))), None) if m.get("id") is not None else None
+            if mcp_is_error(m):
+                if method is None and pending is not None:
+                    method, tool = pending
+                self.mcp_errors[(method or "?", tool)] += 1
+                error = True
+        return error
+
+    def result(self, top: int = 5) -> dict:
+        def routes():
+            rows = [{"method": k[0], "route": k[1], **g.summary()} for k, g in self.routes.items()]
+            return sorted(rows, key=lambda r: (-r["requests"], r["method"], r["route"]))
+
+        def peers():
+            rows = [{"peer": k, **g.summary()} for k, g in self.peers.items()]
+            return sorted(rows, key=lambda r: (-r["requests"], r["peer"]))
+
+        headers = []
+        for (kind, name), hs in sorted(self.headers.items(), key=lambda kv: (kv[0][0] or "", -kv[1].count, kv[0][1])):
+            headers.append({
+                "kind": kind, "name": name, "count": hs.count, "distinct": len(hs.values),
+                "distinct_is_lower_bound": hs.overflow, "redacted": hs.redacted,
+                "top": [{"value": v, "count": c} for v, c in hs.values.most_common(top)],
+            })
+        calls = sorted(self.mcp_calls.items(), key=lambda kv: -kv[1])
+        mcp_total = sum(self.mcp_calls.values())
+        err_total = sum(self.mcp_errors.values())
+        return {
+            "messages": sum(self.kinds.values()),
+            "requests": self.kinds.get("request", 0),
+            "responses": self.kinds.get("response", 0),
+            "protocols": dict(self.protos),
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "lost_events": self.lost_events,
+            "routes": routes(),
+            "peers": peers(),
+            "headers": headers,
+            "mcp": {
+                "calls": mcp_total,
+                "errors": err_total,
+                "error_rate": round(err_total / mcp_total, 4) if mcp_total else None,
+                "sessions": len(self.mcp_sessions),
+                "by_method_tool": [{"method": k[0], "tool": k[1], "calls": v,
+                                    "errors": self.mcp_errors.get(k, 0)} for k, v in calls],
+            },
+        }
+
+    # ------------------------------------------------------------------------------------ tables
+    def table(self, *, limit: int = 20, top: int = 3, headers: bool = True, color: bool = False) -> str:
+        r = self.result(top=top)
+        out: list[str] = []
+        b = (lambda s: f"\033[1m{s}\033[0m") if color else (lambda s: s)
+        span = f" ({r['first_ts']} .. {r['last_ts']})" if r["first_ts"] else ""
+        out.append(b(f"{r['requests']} requests, {r['responses']} responses{span}")
+                   + (f"; {r['lost_events']} events lost" if r["lost_events"] else ""))
+        cols = ("REQS", "ERR%", "4xx", "5xx", "p50ms", "p95ms", "p99ms", "RESP BYTES")
+
+        def row(label: str, g: dict) -> list[str]:
+            lat = g["latency_ms"]
+            f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+            rate = "-" if g["error_rate"] is None else f"{100 * g['error_rate']:.1f}"
+            rb = g.get("response_bytes")
+            return [label, str(g["requests"]), rate, str(g["errors_4xx"]), str(g["errors_5xx"]),
+                    f(lat["p50"]), f(lat["p95"]), f(lat["p99"]), str(rb["total"]) if rb else "-"]
+
+        def grid(rows: list[list[str]], left=(0,)) -> None:
+            """Aligned columns (those in `left` left-aligned, numbers right-aligned), the header row bold."""
+            widths = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
+            out.append("")
+            for n, x in enumerate(rows):
+                line = "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths)))
+                out.append(b(line.rstrip()) if n == 0 else line.rstrip())
+
+        routes = r["routes"]
+        grid([["ROUTE", *cols]] + [row(f"{g['method']} {g['route']}", g) for g in routes[:limit]])
+        if len(routes) > limit:
+            out.append(f"... and {len(routes) - limit} more routes (--json for all)")
+        peers = r["peers"]
+        grid([["PEER", *cols]] + [row(g["peer"], g) for g in peers[:limit]])
+        if len(peers) > limit:
+            out.append(f"... and {len(peers) - limit} more peers")
+        if headers and r["headers"]:
+            rows = [["HEADER", "SEEN", "DISTINCT", "TOP VALUES"]]
+            for h in r["headers"]:
+                tops = ", ".join(f"{_short(t['value'])} ({t['count']})" for t in h["top"])
+                distinct = f"{h['distinct']}{'+' if h['distinct_is_lower_bound'] else ''}"
+                if h["redacted"]:
+                    distinct += " fp"  # redacted: distinct fingerprints
+                rows.append([f"{h['kind'][:3]} {h['name']}", str(h["count"]), distinct, tops])
+            grid(rows, left=(0, 3))
+        mcp = r["mcp"]
+        if mcp["calls"] or mcp["errors"]:
+            rate = "-" if mcp["error_rate"] is None else f"{100 * mcp['error_rate']:.1f}%"
+            out.append("")
+            out.append(b(f"MCP: {mcp['calls']} calls, {mcp['errors']} errors ({rate}), {mcp['sessions']} sessions"))
+            rows = [["METHOD", "TOOL", "CALLS", "ERRORS"]]
+            rows += [[x["method"], x["tool"] or "-", str(x["calls"]), str(x["errors"])] for x in mcp["by_method_tool"][:limit]]
+            grid(rows, left=(0, 1))
+        return "\n".join(out) + "\n"
+
+    def short_table(self, limit: int = 8) -> str:
+        """The end-of-attach summary: routes and peers only."""
+        return self.table(limit=limit, headers=False)
+
+
+Stats.observe = Stats.add
+
+
+def _short(v: str, n: int = 40) -> str:
+    return v if len(v) <= n else v[: n - 1] + "\u2026"
+
+
+def read_records(path: str):
+    """http/loss records of a JSON-lines capture; a damaged line is one sentence (HdrlogError)."""
+    import orjson
+
+    try:
+        f = sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as exc:
+        raise HdrlogError(f"cannot read {path}: {exc.strerror or exc}.") from None
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise HdrlogError(f"{path} line {n} is not JSON: is it an `hdrlog attach` JSON-lines output?") from None
+            if not isinstance(rec, dict):
+                raise HdrlogError(f"{path} line {n} is not an hdrlog record.")
+            if rec.get("type") == "hdrlog-events":
+                raise HdrlogError(f"{path} is a raw event recording: run `hdrlog replay {path} > out.jsonl` first, "
+                                  "then `hdrlog stats out.jsonl`.")
+            yield rec
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser(
+        "stats", help="statistics of a capture: routes, peers, errors, latencies, header variability, MCP",
+        description="Summarise JSON lines written by `hdrlog attach`/`replay`: per route (method + path with "
+        "ids/uuids/hex replaced by {id}, query dropped) and per peer IP: requests, error rate, latency "
+        "p50/p95/p99, response bytes (from Content-Length); per header: how many distinct values and the "
+        "most frequent (redacted values appear only as their fingerprint); MCP calls per method and tool, "
+        "errors and sessions.",
+        epilog="examples:\n  hdrlog stats capture.jsonl\n  hdrlog stats --json capture.jsonl | jq '.routes[0]'\n"
+        "  hdrlog attach --pid 4242 --duration 60 | hdrlog stats -\n",
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
+    s.add_argument("file", metavar="FILE", help="a JSON-lines capture, or - for stdin")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    s.add_argument("--top", type=int, default=3, metavar="N", help="top values shown per header (default 3)")
+    s.add_argument("--limit", type=int, default=20, metavar="N", help="rows per table (default 20)")
+    s.add_argument("--no-headers", action="store_true", help="leave out header variability")
+
+
+def run(args) -> int:
+    import orjson
+
+    st = Stats(headers=not args.no_headers)
+    for rec in read_records(args.file):
+        st.add(rec)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(st.result(top=args.top), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(st.table(limit=args.limit, top=args.top, headers=not args.no_headers,
+                                  color=sys.stdout.isatty()))
+    return 0
