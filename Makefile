@@ -18,8 +18,8 @@ PY         := $(VENV)/bin/python
 ARCH       := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 # python3-bpfcc: bcc for /usr/bin/python3; linux-headers-ARCH: what bcc compiles against (linked by
 # `hdrlog setup`); nginx-light, wrk, curl: demo/tests/bench gateway and load; caddy: a stripped go1.19
-# gateway for the Go crypto/tls tests; bpftrace, bpfcc-tools: debugging.
-APT_PKGS   ?= python3-bpfcc bpfcc-tools linux-headers-$(ARCH) python3-venv nginx-light wrk bpftrace curl caddy
+# gateway for the Go crypto/tls tests; tshark: reads back --pcap files in the tests; bpftrace, bpfcc-tools: debugging.
+APT_PKGS   ?= python3-bpfcc bpfcc-tools linux-headers-$(ARCH) python3-venv nginx-light wrk bpftrace curl caddy tshark
 APT_GET    ?= apt-get
 BIN_LINK   ?= /usr/local/bin/hdrlog
 HDRLOG     ?= $(VENV)/bin/hdrlog

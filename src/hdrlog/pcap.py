@@ -57,6 +57,18 @@ def _csum(data: bytes) -> int:
     return ((s & 0xFF) << 8) | (s >> 8) if sys.byteorder == "little" else s
 
 
+_METHODS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
+
+
+def _client_speaks(first: bytes) -> bool | None:
+    """True: a client's first bytes (request line, h2 preface); False: a server's (status line); None: unsure."""
+    if first.startswith(H2_PREFACE[: len(first)]) or first.startswith(_METHODS):
+        return True
+    if first.startswith(b"HTTP/1."):
+        return False
+    return None
+
+
 def fn_name(fn: int) -> str:
     """events.Fn → the function's own name: SSL_read_ex, tls.(*Conn).Read."""
     try:
@@ -104,6 +116,7 @@ class _Flow:
     started: bool = False
     pending: list = field(default_factory=list)  # (ts, direction, offset, length, data, comment) before addresses
     pending_bytes: int = 0
+    first_dir: int | None = None
     lost: int = 0
     proto: str | None = None
 
@@ -136,20 +149,19 @@ class PcapWriter:
                     self._close(flow, ev.ts_ns)
                 del self.flows[key]
             return
-        if ev.kind != Kind.DATA or ev.dir not in (Dir.IN, Dir.OUT):
-            if flow is not None and conn is not None:
-                self._learn(flow, conn)
-            return
+        is_data = ev.kind == Kind.DATA and ev.dir in (Dir.IN, Dir.OUT)
         if flow is None:
+            if not is_data:
+                return
             flow = self.flows[key] = _Flow(key, conn.id if conn else f"{ev.pid}-?", ev.pid, ev.comm)
-            flow.local_is_client = ev.dir == Dir.OUT  # HTTP/1 and h2 clients speak first
-        if conn is not None:
-            self._learn(flow, conn)
+        self._learn(flow, conn, ev if is_data else None)
+        if not is_data:
+            self._flush_pending(flow)
+            return
         if ev.lost:
             flow.lost += ev.lost
         direction = "in" if ev.dir == Dir.IN else "out"
-        fn = fn_name(ev.fn)
-        comment = f"pid={ev.pid} tid={ev.tid} comm={ev.comm} conn={flow.conn_id} fn={fn} {direction}"
+        comment = f"pid={ev.pid} tid={ev.tid} comm={ev.comm} conn={flow.conn_id} fn={fn_name(ev.fn)} {direction}"
         if flow.lost:
             comment += f" ({flow.lost} events lost before this)"
             flow.lost = 0
@@ -163,31 +175,43 @@ class PcapWriter:
         self._flush_pending(flow)
         self._data(flow, *item)
 
-    def _learn(self, flow: _Flow, conn) -> None:
+    def _learn(self, flow: _Flow, conn, ev) -> None:
+        """Which side opened the connection (the parsed role, else the first bytes: a request line or the
+        h2 preface is the client's, a status line the server's), and the addresses."""
         if flow.client is not None:
+            return
+        if flow.local_is_client is None:
+            if conn is not None and conn.role is not None:
+                flow.local_is_client = conn.role == "client"
+            elif ev is not None and ev.offset == 0 and ev.data:
+                sender_is_client = _client_speaks(bytes(ev.data[:24]))
+                if sender_is_client is not None:
+                    flow.local_is_client = sender_is_client == (ev.dir == Dir.OUT)
+            if flow.first_dir is None and ev is not None:
+                flow.first_dir = ev.dir
+        if conn is None or flow.local_is_client is None:
             return
         local, peer = parse_addr(conn.local), parse_addr(conn.peer)
         if local is None or peer is None or local[0].version != peer[0].version:
             return
-        if conn.role is not None:
-            flow.local_is_client = conn.role == "client"
         flow.client, flow.server = (local, peer) if flow.local_is_client else (peer, local)
         flow.comm = conn.comm or flow.comm
 
     def _flush_pending(self, flow: _Flow, force: bool = False) -> None:
         if not flow.pending:
             return
+        unknown = False
         if flow.client is None:
             if not force:
                 return
-            # never learned: placeholder addresses, said so in the comment
-            a, b = (ipaddress.ip_address("0.0.0.1"), 1), (ipaddress.ip_address("0.0.0.2"), 2)
-            flow.client, flow.server = a, b
+            # never learned: guess who opened it from the first direction; placeholder addresses
+            if flow.local_is_client is None:
+                flow.local_is_client = flow.first_dir == Dir.OUT
+            flow.client, flow.server = (ipaddress.ip_address("0.0.0.1"), 1), (ipaddress.ip_address("0.0.0.2"), 2)
+            unknown = True
         items, flow.pending, flow.pending_bytes = flow.pending, [], 0
         for ts, d, off, length, data, comment in items:
-            if flow.client[1] == 1 and flow.server[1] == 2:
-                comment += " (addresses unknown)"
-            self._data(flow, ts, d, off, length, data, comment)
+            self._data(flow, ts, d, off, length, data, comment + (" (addresses unknown)" if unknown else ""))
 
     # -- TCP -------------------------------------------------------------------------------------
     def _start(self, flow: _Flow, ts: int) -> None:
