@@ -12,12 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hdrlog.events import Attr, Dir, Event, Kind
+from hdrlog import h2
 from hdrlog.fdsock import FdSockets
 from hdrlog.http1 import Http1Parser
+from hdrlog.mcp import link as mcp_link
 from hdrlog.model import HttpMessage
 from hdrlog.pairing import Pairer
 
 CHUNK = 16384  # HDRLOG_CHUNK in probes/common.bpf.c
+SNIFF_KEEP = 64 * 1024  # bytes per direction kept while a connection's protocol is undecided
 
 ATTRIBUTION = {
     Attr.NONE: None,
@@ -46,10 +49,14 @@ class Conn:
     parsers: dict = field(default_factory=dict)
     messages: int = 0
     gaps: int = 0
+    body_hook: Callable | None = None  # opt-in body capture (MCP), given to every parser
+    h2: h2.H2Conn | None = None  # set once the connection is seen to speak HTTP/2
+    pre: dict = field(default_factory=dict)  # direction -> [(data, ts)] while the protocol is undecided
+    seen: set = field(default_factory=set)  # directions that carried data
 
     @property
     def role(self) -> str | None:
-        return self.pairer.role
+        return self.pairer.role if self.h2 is None else self.h2.role
 
     @property
     def attribution(self) -> str | None:
@@ -59,8 +66,48 @@ class Conn:
         p = self.parsers.get(direction)
         if p is None:
             # a response parser asks which method it answers (HEAD has no body), also when pipelined
-            p = self.parsers[direction] = Http1Parser(response_to=self.pairer.responder(direction))
+            p = self.parsers[direction] = Http1Parser(response_to=self.pairer.responder(direction),
+                                                      body=self.body_hook)
         return p
+
+    def feed(self, direction: str, data: bytes, ts_ns: int) -> list[HttpMessage]:
+        """Plaintext of one direction: to HTTP/2 once detected, else to the HTTP/1 parser, which
+        stays in charge while it has found HTTP/1 (sniffing costs nothing then)."""
+        if self.h2 is not None:
+            return self.h2.parsers[direction].feed(data, ts_ns)
+        p = self.parser(direction)
+        if p.state == "detect" or p.state == "not-http":
+            first = direction not in self.seen
+            self.seen.add(direction)
+            s = h2.sniff(data)
+            if s == "preface" or s == "frames":
+                return self._to_h2(direction, data, ts_ns, exact=s == "preface" and first)
+            if p.state == "detect" or s is None:
+                q = self.pre.setdefault(direction, [])
+                q.append((data, ts_ns))
+                while sum(len(d) for d, _ in q) > SNIFF_KEEP:
+                    q.pop(0)
+            msgs = p.feed(data, ts_ns)
+            if p.state not in ("detect", "not-http"):
+                self.pre.pop(direction, None)
+            return msgs
+        self.seen.add(direction)
+        return p.feed(data, ts_ns)
+
+    def _to_h2(self, direction: str, data: bytes, ts_ns: int, exact: bool) -> list[HttpMessage]:
+        other = "out" if direction == "in" else "in"
+        op = self.parsers.get(other)
+        if op is not None and op.state not in ("detect", "not-http"):
+            self.pre.pop(direction, None)  # the other direction really is HTTP/1: not an h2 connection
+            return self.parsers[direction].feed(data, ts_ns)
+        c = self.h2 = h2.H2Conn(exact=exact, body_hook=self.body_hook)
+        self.parsers = dict(c.parsers)
+        out: list[HttpMessage] = []
+        for d, t in self.pre.pop(other, ()):  # the other direction's earlier chunks came first
+            out += c.parsers[other].feed(d, t)
+        self.pre.clear()
+        out += c.parsers[direction].feed(data, ts_ns)
+        return out
 
     def learn(self, ev: Event) -> None:
         """Exact attributions always apply; an inferred one only fills an unknown tuple."""
@@ -78,12 +125,13 @@ class Tracker:
     """Feeds events to connections; calls emit(conn, direction, message, event) for every message."""
 
     def __init__(self, emit: Emit, *, lib_of_pid: Callable[[int], str], max_bytes: int = 16384,
-                 idle_timeout_s: float = 300.0, max_conns: int = 100_000):
+                 idle_timeout_s: float = 300.0, max_conns: int = 100_000, body_hook: Callable | None = None):
         self.emit = emit
         self.lib_of_pid = lib_of_pid
         self.max_bytes = max_bytes
         self.idle_ns = int(idle_timeout_s * 1e9)
         self.max_conns = max_conns
+        self.body_hook = body_hook  # e.g. hdrlog.mcp.Mcp(): bodies of MCP-looking messages only
         self.conns: dict[tuple[int, int], Conn] = {}
         self._ids = itertools.count(1)
         self.counts = {"events": 0, "gaps": 0, "truncated_calls": 0, "closed": 0, "expired": 0}
@@ -97,7 +145,7 @@ class Tracker:
                 self.expire(ev.ts_ns, force_oldest=True)
             c = self.conns[key] = Conn(
                 id=f"{ev.pid}-{next(self._ids)}", pid=ev.pid, addr=ev.conn, lib=self.lib_of_pid(ev.pid),
-                comm=ev.comm,
+                comm=ev.comm, body_hook=self.body_hook,
             )
         c.last_ns = ev.ts_ns
         return c
@@ -130,18 +178,20 @@ class Tracker:
             for d in ("in", "out"):
                 self._run(c, d, c.parser(d).gap(0, ev.ts_ns), ev)
             c.pairer.reset()  # pending requests may have lost their responses (or vice versa)
-        parser = c.parser(direction)
         if ev.data:
-            self._run(c, direction, parser.feed(ev.data, ev.ts_ns), ev)
+            self._run(c, direction, c.feed(direction, ev.data, ev.ts_ns), ev)
         end = ev.offset + len(ev.data)
         final = end >= ev.length or len(ev.data) < CHUNK or end >= self.max_bytes
         if final and end < ev.length:
             self.counts["truncated_calls"] += 1
-            self._run(c, direction, parser.gap(ev.length - end, ev.ts_ns), ev)
+            self._run(c, direction, c.parser(direction).gap(ev.length - end, ev.ts_ns), ev)
 
     def _run(self, c: Conn, direction: str, msgs: list[HttpMessage], ev: Event) -> None:
         for m in msgs:
-            m = c.pairer.on_message(m, direction)
+            if m.proto != "h2":  # h2 pairs by stream id in hdrlog.h2
+                m = c.pairer.on_message(m, direction)
+            if m.extra and m.request is not None and "mcp" in m.extra:
+                mcp_link(m)
             c.messages += 1
             self.emit(c, direction, m, ev)
 

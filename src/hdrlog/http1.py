@@ -151,7 +151,14 @@ class Http1Parser:
     chunk as earlier responses can be framed wrong.  Pass every message returned by
     ``feed``/``gap``/``close`` to the pairer before the next call.
 
-    Attributes: ``state`` ("detect" | "http" | "resync" | "not-http" | "tunnel"), ``kind``
+    ``body`` (optional, opt-in body capture, used for MCP): called as ``body(msg, method)`` for each
+    header block (``method``: the request a response answers, else None); it returns None (the
+    common case: the body is skipped inside llhttp, never copied) or a sink with ``add(bytes) ->
+    bool`` and ``finish(complete: bool)``.  The message is then held back, its body framed here
+    (Content-Length, chunked, or until close) and handed to ``sink.add`` until it ends (``finish``)
+    or ``add`` returns False, and only then returned.
+
+    Attributes: ``state`` ("detect" | "http" | "resync" | "not-http" | "tunnel" | "body"), ``kind``
     ("request" | "response" | None), ``errors`` (parse errors and oversize header blocks, each
     followed by a resync) and ``gaps`` (calls to ``gap`` with nbytes > 0).
     """
@@ -161,12 +168,13 @@ class Http1Parser:
         "_response_to", "_rt_skip", "_p", "_buf", "_bpos", "_tentative", "_skip_body",
         "_out", "_ts", "_finals", "_in_msg", "_in_hdrs", "_began", "_url", "_status", "_hdrs",
         "_hdr_bytes", "_tail", "_method", "_stop", "_last",
+        "_body", "_sink", "_held", "_bmode", "_brem", "_cstate", "_cline",
     )  # fmt: skip
 
     #: re-raise internal errors instead of counting them (tests set this; never in production)
     debug = False
 
-    def __init__(self, *, response_to: Callable[..., str | None] = lambda: None):
+    def __init__(self, *, response_to: Callable[..., str | None] = lambda: None, body: Callable | None = None):
         self.state = "detect"
         self.kind: str | None = None
         self.errors = 0
@@ -192,6 +200,13 @@ class Http1Parser:
         self._method: str | None = None  # method of the request the current response answers
         self._stop: str | None = None  # "head" | "tunnel" when _Stop was raised
         self._last: HttpMessage | None = None
+        self._body = body  # opt-in body hook (see class doc)
+        self._sink = None  # body sink of the held message
+        self._held: HttpMessage | None = None  # message waiting for the end of its body
+        self._bmode: str | None = None  # "length" | "chunked" | "close" while state == "body"
+        self._brem = 0  # body (length) or chunk (chunked) bytes left
+        self._cstate = "size"  # chunked: "size" | "data" | "crlf" | "trailer"
+        self._cline = b""  # chunked: partial size/trailer line
 
     # ------------------------------------------------------------------ public API
 
@@ -225,6 +240,8 @@ class Http1Parser:
                     nxt = self._detect(data, pos)
                 elif st == "tunnel" and self._tentative:
                     nxt = self._tunnel_check(data, pos)
+                elif st == "body":
+                    nxt = self._body_run(data, pos)
                 else:
                     nxt = None
         except Exception:  # never raise to the tracker; a bug here must not kill the capture
@@ -252,6 +269,14 @@ class Http1Parser:
             elif st == "tunnel" and self._tentative:
                 self._buf = b""
                 self._skip_body = 0
+            elif st == "body":
+                self._release(False)
+                if self._bmode == "length" and self._brem >= nbytes:
+                    self._brem -= nbytes  # the loss lies inside the body: framing is intact
+                    if not self._brem:
+                        self._body_done()
+                else:
+                    self._to_resync()
         except Exception:
             if self.debug:
                 raise
@@ -265,6 +290,8 @@ class Http1Parser:
         try:
             if self.state == "http" and self._in_hdrs:
                 self._truncate()
+            elif self._held is not None:
+                self._release(self.state == "body" and self._bmode == "close")
         except Exception:
             if self.debug:
                 raise
@@ -305,6 +332,9 @@ class Http1Parser:
     def on_headers_complete(self) -> None:
         self._in_hdrs = False
         msg = self._message(False)
+        if self._body is not None and self._want_body(msg):
+            self._stop = "body"
+            raise _Stop
         self._out.append(msg)
         if msg.kind == "response":
             st = msg.status or 0
@@ -477,7 +507,7 @@ class Http1Parser:
                 self.state = "tunnel"
                 self._tentative = False
                 return None
-            # HEAD response: the message ends with its header block
+            # HEAD response (the message ends with its header block) or a body to capture
             if self._began:
                 m = _HDR_END.search(data, pos, end)
                 e = m.end() if m is not None else end
@@ -485,6 +515,8 @@ class Http1Parser:
                 tail = self._tail if hdr_before else b""
                 m = _HDR_END.search(tail + bytes(data[pos:end]))
                 e = max(pos, pos + m.end() - len(tail)) if m is not None else end
+            if stop == "body":
+                self.state = "body"
             return data, e
         self.errors += 1
         if self._in_hdrs:
@@ -517,6 +549,121 @@ class Http1Parser:
                         pass
                     break
         return data, off
+
+    # ------------------------------------------------------------------ opt-in body capture
+
+    def _want_body(self, msg: HttpMessage) -> bool:
+        """Ask the body hook about ``msg``; set up the held message and its framing if it wants it."""
+        method = None
+        if msg.kind == "response":
+            st = msg.status or 0
+            method = self._method
+            if st < 200 or st == 204 or st == 304 or method == "HEAD" or (method == "CONNECT" and st < 300):
+                return False
+        try:
+            sink = self._body(msg, method)
+        except Exception:
+            if self.debug:
+                raise
+            return False
+        if sink is None:
+            return False
+        mode, length = "close" if msg.kind == "response" else None, 0
+        for n, v in msg.headers:
+            low = n.lower()
+            if low == "transfer-encoding" and "chunked" in v.lower():
+                mode = "chunked"
+                break
+            if low == "content-length":
+                try:
+                    length = int(v.strip())
+                    mode = "length" if length > 0 else None
+                except ValueError:
+                    pass
+        if mode is None:  # no body
+            sink.finish(True)
+            return False
+        self._sink, self._held = sink, msg
+        self._bmode, self._brem, self._cstate, self._cline = mode, length, "size", b""
+        return True
+
+    def _release(self, complete: bool | None) -> None:
+        """Return the held message: body complete (True), cut (False) or no longer wanted (None)."""
+        msg, sink = self._held, self._sink
+        self._held = self._sink = None
+        if sink is not None and complete is not None:
+            sink.finish(complete)
+        if msg is not None:
+            self._out.append(msg)
+            if msg.kind == "response" and _is_final(msg.status):
+                self._finals += 1
+
+    def _add(self, chunk) -> None:
+        if self._sink is not None and not self._sink.add(chunk):
+            self._release(None)
+
+    def _body_done(self) -> None:
+        self._release(True)
+        self.state = "http"
+        self._p = None
+        self._bmode = None
+
+    def _body_run(self, data: bytes, pos: int):
+        """State "body": frame the held message's body, hand it to its sink, then resume HTTP."""
+        n = len(data)
+        mode = self._bmode
+        if mode == "close":
+            if pos < n:
+                self._add(data[pos:])
+            return None
+        if mode == "length":
+            k = min(self._brem, n - pos)
+            if k > 0:
+                self._add(data[pos:pos + k])
+                self._brem -= k
+                pos += k
+            if self._brem:
+                return None
+            self._body_done()
+            return (data, pos) if pos < n else None
+        while pos < n:  # chunked
+            cs = self._cstate
+            if cs == "data":
+                k = min(self._brem, n - pos)
+                self._add(data[pos:pos + k])
+                self._brem -= k
+                pos += k
+                if not self._brem:
+                    self._cstate = "crlf"
+                continue
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                self._cline += data[pos:]
+                if len(self._cline) > 4096:
+                    self.errors += 1
+                    self._to_resync()
+                return None
+            line = (self._cline + data[pos:nl]).rstrip(b"\r")
+            self._cline = b""
+            pos = nl + 1
+            if cs == "crlf":
+                self._cstate = "size"
+            elif cs == "size":
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    self.errors += 1
+                    self._to_resync()
+                    return data, pos
+                if size:
+                    self._brem = size
+                    self._cstate = "data"
+                else:
+                    self._cstate = "trailer"
+            elif not line:  # the empty line after the last chunk (and trailers)
+                self._body_done()
+                return (data, pos) if pos < n else None
+        return None
 
     def _tunnel_check(self, data: bytes, pos: int):
         if self._skip_body:
@@ -597,6 +744,8 @@ class Http1Parser:
         return None
 
     def _to_resync(self):
+        if self._held is not None:
+            self._release(False)
         self.state = "resync"
         self._p = None
         self._in_msg = self._in_hdrs = False
