@@ -18,7 +18,7 @@
  *      `calls` under the thread it began on, and the first socket I/O of that thread inside the call is
  *      the connection's own (Go tries the read/write syscall before it parks a goroutine), so a Read's
  *      tuple is exact (IN_CALL) even when it returns on another thread; what a Write or handshake saw is
- *      collected when the next call takes that thread's slot, or at the goroutine's next call;
+ *      collected when the next call takes that thread's slot, or at the connection's next call;
  *   2. the fd read through the structs: *tls.Conn -> conn net.Conn {itab, data} -> *net.TCPConn ->
  *      conn{fd *netFD} -> netFD{pfd poll.FD{fdmu (16 bytes), Sysfd int (+16), ...}, family int (+56),
  *      sotype int (+64)} — the same layout from go1.17 to go1.27. Nothing read is trusted unless it looks
@@ -59,12 +59,14 @@ struct go_fdtuple {
 	struct hdrlog_tuple tuple;
 };
 
-BPF_HASH(go_calls, struct go_key, struct go_call, 16384);
-/* (pid, g) -> thread a handshake of that goroutine began on (its socket tuple is collected at the
- * goroutine's next Read/Write) */
-BPF_HASH(go_handshakes, struct go_key, __u32, 16384);
+/* LRU maps: an entry whose end hdrlog never sees (a goroutine that died in a call, a connection closed
+ * without (*Conn).Close) must not fill a table for good */
+BPF_TABLE("lru_hash", struct go_key, struct go_call, go_calls, 16384);
+/* (pid, *tls.Conn) -> thread its handshake began on; its socket tuple is collected at the connection's
+ * first Read/Write (whichever goroutine makes it: a client's handshake runs in the dialing goroutine) */
+BPF_TABLE("lru_hash", struct hdrlog_connkey, __u32, go_handshakes, 16384);
 /* (pid, fd) -> the tuple last seen exactly for that fd's connection; dropped at Close */
-BPF_HASH(go_fd_tuples, struct go_fdkey, struct go_fdtuple, 65536);
+BPF_TABLE("lru_hash", struct go_fdkey, struct go_fdtuple, go_fd_tuples, 65536);
 /* how the fd walk went, for diagnosis: [0] valid at level 1, [1] valid through a wrapper, [2] invalid */
 BPF_PERCPU_ARRAY(go_fd_stats, __u64, 4);
 
@@ -155,11 +157,11 @@ static __always_inline void go_register(__u64 id, struct hdrlog_call *c, __s32 f
 		hdrlog_count(HDRLOG_STAT_CALLS_FULL, 1);
 }
 
-/* The handshake this goroutine ran before (its first Read may be served entirely from records that came
- * in with the handshake's last read, with no socket I/O of its own): collect its tuple. */
-static __always_inline void go_after_handshake(__u32 pid, __u64 g, __u64 conn)
+/* The connection's handshake (its first Read may be served entirely from records that came in with the
+ * handshake's last read, with no socket I/O of its own): collect its tuple. */
+static __always_inline void go_after_handshake(__u32 pid, __u64 conn)
 {
-	struct go_key hk = {.pid = pid, .fn = GO_FN_HANDSHAKE, .g = g};
+	struct hdrlog_connkey hk = {.pid = pid, .conn = conn};
 	__u32 *tid = go_handshakes.lookup(&hk);
 	if (!tid)
 		return;
@@ -193,7 +195,7 @@ int go_handshake_enter(struct pt_regs *ctx)
 	if (fd < 0)
 		return 0; /* nothing to learn the tuple for */
 	go_register(id, &c, fd);
-	struct go_key hk = {.pid = id >> 32, .fn = GO_FN_HANDSHAKE, .g = ctx->r14};
+	struct hdrlog_connkey hk = {.pid = id >> 32, .conn = c.conn};
 	__u32 tid = (__u32)id;
 	go_handshakes.update(&hk, &tid);
 	return 0;
@@ -210,7 +212,7 @@ int go_read_enter(struct pt_regs *ctx)
 	gc.c.fn = HDRLOG_FN_GO_READ;
 	gc.fd = go_conn_fd(gc.c.conn);
 	gc.tid = (__u32)id;
-	go_after_handshake(k.pid, k.g, gc.c.conn);
+	go_after_handshake(k.pid, gc.c.conn);
 	go_calls.update(&k, &gc);
 	go_register(id, &gc.c, gc.fd);
 	return 0;
@@ -260,7 +262,7 @@ int go_write_enter(struct pt_regs *ctx)
 	c.buf = ctx->bx;
 	c.fn = HDRLOG_FN_GO_WRITE;
 	__s32 fd = go_conn_fd(c.conn);
-	go_after_handshake(pid, ctx->r14, c.conn);
+	go_after_handshake(pid, c.conn);
 	/* what an earlier call parked on this thread learned is kept before the slot is taken, so the
 	 * lookup comes after it */
 	go_register(id, &c, fd);
@@ -273,6 +275,35 @@ int go_write_enter(struct pt_regs *ctx)
 	return 0;
 }
 
+/* A Read whose entry was not seen: it was in flight when hdrlog attached — every idle keep-alive
+ * connection (a server waiting for the next request, a client pool's read loop) is parked inside one.
+ * Missing its result would leave a request without its response and shift the pairing of every later
+ * exchange on that connection. Go spills the register arguments to the caller-reserved slots above the
+ * return address at the top of Read (golang.read_spills checks the machine code at attach time), so at a
+ * RET [rsp+8] = *tls.Conn, [rsp+16] = buffer, [rsp+24] = its length. Used only if the receiver passes the
+ * netFD checks and n fits the buffer. */
+static __always_inline int go_read_return_unseen(struct pt_regs *ctx, __u64 id)
+{
+	__s64 rc = (__s64)ctx->ax;
+	if (rc <= 0)
+		return 0;
+	__u64 args[3] = {};
+	if (bpf_probe_read_user(args, sizeof(args), (void *)(ctx->sp + 8)) != 0)
+		return 0;
+	if (args[1] < 4096 || (__u64)rc > args[2])
+		return 0;
+	__s32 fd = go_conn_fd(args[0]);
+	if (fd < 0)
+		return 0;
+	struct hdrlog_call c = {};
+	c.conn = args[0];
+	c.buf = args[1];
+	c.fn = HDRLOG_FN_GO_READ;
+	go_fd_tuple(id >> 32, fd, &c);
+	go_emit_data(id, &c, (__u64)rc, HDRLOG_DIR_IN, fd);
+	return 0;
+}
+
 /* at each RET instruction of (*Conn).Read: RAX = n */
 int go_read_return(struct pt_regs *ctx)
 {
@@ -280,7 +311,7 @@ int go_read_return(struct pt_regs *ctx)
 	struct go_key k = {.pid = id >> 32, .fn = HDRLOG_FN_GO_READ, .g = ctx->r14};
 	struct go_call *gc = go_calls.lookup(&k);
 	if (!gc)
-		return 0; /* entered before hdrlog attached */
+		return go_read_return_unseen(ctx, id);
 	struct hdrlog_call c = gc->c;
 	__s32 fd = gc->fd;
 	__u64 entry_id = (id & 0xffffffff00000000ULL) | gc->tid;
@@ -322,6 +353,8 @@ int go_close_enter(struct pt_regs *ctx)
 		return 0;
 	hdrlog_fill(&b->h, id, conn, HDRLOG_EV_CLOSE, HDRLOG_FN_GO_CLOSE, HDRLOG_DIR_NONE);
 	b->h.fd = go_conn_fd(conn);
+	struct hdrlog_connkey hk = {.pid = id >> 32, .conn = conn};
+	go_handshakes.delete(&hk);
 	if (b->h.fd >= 0) {
 		struct go_fdkey fk = {.pid = id >> 32, .fd = b->h.fd};
 		go_fd_tuples.delete(&fk); /* the number goes to the next socket */

@@ -65,6 +65,36 @@ def test_return_offsets_same_from_symtab_and_pclntab(builds):
             assert all(sym[name].offset < o < sym[name].offset + sym[name].size for o in a)
 
 
+def test_read_spills_its_arguments(builds):
+    """gotls.bpf.c reads a Read that was in flight at attach time from the spill slots above the return
+    address: the prologue must store receiver, buffer and length there (every toolchain we can reach)."""
+    paths = [*builds, str(gobuild.build(external=True, stripped=True)), "/usr/bin/caddy",
+             "/usr/local/bin/docker", "/usr/lib/google-cloud-sdk/bin/kubectl"]
+    seen = 0
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        with ElfFile(path) as elf:
+            sym = gopclntab.lookup(elf, [READ])[READ]
+            spills = golang.arg_spills(elf.read(sym.offset, 160), sym.vaddr)
+        assert {k: spills.get(k) for k in ("rax", "rbx", "rcx")} == {"rax": 8, "rbx": 16, "rcx": 24}, path
+        seen += 1
+    assert seen >= 3
+    # crafted: push rbp; mov rbp,rsp; sub rsp,0x20; mov [rsp+0x30],rax; mov [rsp+0x38],rbx
+    code = bytes.fromhex("55 4889e5 4883ec20 4889442430 48895c2438 c3".replace(" ", ""))
+    assert golang.arg_spills(code, 0x1000) == {"rax": 8, "rbx": 16}
+
+
+def test_after_stack_check():
+    # cmp rsp,[r14+0x10]; jbe +0x20; push rbp
+    code = bytes.fromhex("493b6610 7620 55 4889e5 c3".replace(" ", ""))
+    assert golang.after_stack_check(code, 0x1000) == (0x1006, "push rbp")
+    # lea r12,[rsp-0x48]; cmp r12,[r14+0x10]; jbe rel32; sub rsp,0xe8
+    code = bytes.fromhex("4c8d6424b8 4d3b6610 0f8600010000 4881ece8000000".replace(" ", ""))
+    assert golang.after_stack_check(code, 0x2000) == (0x200F, "sub rsp, 0xe8")
+    assert golang.after_stack_check(bytes.fromhex("554889e5c3"), 0x3000) is None  # not a Go prologue
+
+
 def test_caddy_returns():
     caddy = "/usr/bin/caddy"
     if not os.path.exists(caddy):

@@ -243,7 +243,10 @@ def test_caddy_reverse_proxy(procs, hdrlog, certs, go_bins, tmp_path):
            "XDG_CONFIG_HOME": str(tmp_path / "xdg-config")}
     caddy = procs([CADDY, "run", "--config", str(conf), "--adapter", "caddyfile"], env=env,
                   stdout=subprocess.DEVNULL, stderr=open(tmp_path / "caddy.log", "w"))
-    wait_port(port)  # a TCP connect only: no pooled upstream connection is made before we attach
+    wait_port(port)
+    # warm up: caddy keeps the upstream connections in its pool, their read loops parked inside
+    # (*Conn).Read when hdrlog attaches; their first responses must still be seen and paired
+    run_client(port, "warm", requests=6, connections=3)
     h = hdrlog(caddy.pid, extra=("--record-events", str(tmp_path / "events.jsonl")))
     err = h.stderr()
     assert "go go1.19" in err and "symbols from .gopclntab" in err and "RETs)" in err, err
@@ -251,6 +254,7 @@ def test_caddy_reverse_proxy(procs, hdrlog, certs, go_bins, tmp_path):
     records = h.stop()
     try:
         down = check_both_legs(records, "cd", 7, port, {c["local_port"] for c in conns}, up_port)
+        assert not [r for r in records if r.get("truncated")]
     except AssertionError:
         print(event_dump(tmp_path / "events.jsonl"))
         raise
@@ -352,3 +356,50 @@ def test_fd_read_from_structs_is_the_socket(procs, hdrlog, certs, go_bins, tmp_p
     finally:
         for c in open_conns:
             c.close()
+
+
+def test_attach_while_connections_are_parked_in_read(procs, hdrlog, certs, go_bins, tmp_path):
+    """Keep-alive connections open before hdrlog attaches are parked inside (*Conn).Read (the server
+    waiting for the next request, the proxy's upstream read loop): those Reads' entries were never seen.
+    The next exchange on them must still be captured, on both legs, and paired with the right request."""
+    _backend, up_port = go_server(procs, go_bins["full"], certs, "-name", "backend")
+    proxy, port = go_server(procs, go_bins["stripped"], certs, "-upstream", f"https://127.0.0.1:{up_port}")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+
+    def get(rid: str, method: str = "GET"):
+        conn.request(method, f"/item/{rid}", headers={"X-Request-Id": rid})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+
+    try:
+        get("early-0")  # before attaching: both connections exist and go idle
+        h = hdrlog(proxy.pid, extra=("--record-events", str(tmp_path / "events.jsonl")))
+        time.sleep(0.3)
+        for i, method in enumerate(["HEAD", "GET", "HEAD", "GET"]):
+            get(f"late-{i}", method)
+        my_port = conn.sock.getsockname()[1]
+        records = h.stop()
+    finally:
+        conn.close()
+    try:
+        reqs = by_id(records, "late")
+        assert sorted(reqs) == [f"late-{i}" for i in range(4)], sorted(reqs)
+        for rid, rs in reqs.items():
+            assert sorted(r["conn"]["role"] for r in rs) == ["client", "server"], rid
+            for r in rs:
+                assert r["path"] == f"/item/{rid}"
+                peer = port_of(r["conn"]["peer"])
+                assert peer == (my_port if r["conn"]["role"] == "server" else up_port), r["conn"]
+        resps = [r for r in http_records(records, kind="response") if (header(r, "X-Echo") or "").startswith("late-")]
+        assert len(resps) == 8
+        for r in resps:  # paired with its own request, on both legs
+            assert r["request"]["path"] == f"/item/{header(r, 'X-Echo')}", (r["request"], header(r, "X-Echo"))
+            assert not r["truncated"]
+    except AssertionError:
+        print(event_dump(tmp_path / "events.jsonl"))
+        raise
+    assert proxy.p.poll() is None and https_ok(port) == 200

@@ -16,7 +16,8 @@ from collections import OrderedDict
 from hdrlog.elfsyms import ElfFile, Symbol
 from hdrlog.errors import HdrlogError
 
-__all__ = ["MIN_GO", "parse_version", "unsupported_reason", "return_sites", "return_offsets", "after_stack_check"]
+__all__ = ["MIN_GO", "parse_version", "unsupported_reason", "return_sites", "return_offsets", "after_stack_check",
+           "arg_spills"]
 
 MIN_GO = (1, 17)  # the register ABI on amd64 (receiver/args in RAX, RBX, RCX..., g in R14)
 _MAX_FUNC = 1 << 20  # a function larger than this is not what we think it is
@@ -90,6 +91,42 @@ def after_stack_check(code: bytes, vaddr: int) -> tuple[int, str] | None:
             addr, _size, m, o = insns[i + 2]
             return addr, f"{m} {o}".strip()
     return None
+
+
+_SPILL = re.compile(r"^qword ptr \[rsp \+ (0x[0-9a-f]+|\d+)\], (rax|rbx|rcx|rdi|rsi)$")
+_SUB_RSP = re.compile(r"^rsp, (0x[0-9a-f]+|\d+)$")
+
+
+def arg_spills(code: bytes, vaddr: int) -> dict[str, int]:
+    """Register arguments the function's prologue stores into the caller-reserved spill area, as
+    {register: offset from the stack pointer at entry} (8 = the first slot above the return address).
+
+    Go's register ABI reserves a slot per register argument above the return address; a function that
+    needs its arguments after a call spills them there at the top. gotls.bpf.c relies on (*Conn).Read
+    doing so for rax/rbx/rcx (receiver, buffer, length) to read a Read that was in flight when hdrlog
+    attached; this reads the prologue (up to the first branch after the stack check) to check it."""
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+    depth = 0  # bytes pushed/reserved since entry
+    out: dict[str, int] = {}
+    seen_check = False
+    for _addr, _size, mnem, ops in Cs(CS_ARCH_X86, CS_MODE_64).disasm_lite(code[:160], vaddr):
+        if mnem == "cmp" and _STACK_CHECK.match(ops):
+            seen_check = True
+            continue
+        if mnem in ("jbe", "jna") and seen_check:
+            continue
+        if mnem.startswith("j") or mnem in ("call", "ret"):
+            break
+        if mnem == "push":
+            depth += 8
+        elif mnem == "sub" and (m := _SUB_RSP.match(ops)):
+            depth += int(m.group(1), 0)
+        elif mnem == "mov" and (m := _SPILL.match(ops)):
+            off = int(m.group(1), 0) - depth
+            if off > 0:
+                out.setdefault(m.group(2), off)
+    return out
 
 
 def return_offsets(path: str, sym: Symbol) -> tuple[int, ...]:
