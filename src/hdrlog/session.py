@@ -14,6 +14,7 @@ import psutil
 
 from hdrlog import discover, events
 from hdrlog.errors import HdrlogError
+from hdrlog.inflight import blocked_socket_reads
 from hdrlog.loader import ProbeSet, Settings
 from hdrlog.pipeline import EventRecorder, Pipeline
 from hdrlog.records import simple
@@ -35,6 +36,7 @@ class Options:
     poll_ms: int = 100
     scan_interval_s: float = 0.5
     event_tap: object = None  # Pipeline tap: called with (event, tracker) for every decoded event (--pcap)
+    mcp_payloads: bool = False  # --mcp-payloads: MCP tool arguments/results in records
 
 
 # run before a diagnostic is written to stderr (the live view's status line erases itself)
@@ -130,7 +132,7 @@ class Session:
                     "wall_offset_ns": events.WALL_OFFSET_NS, "max_bytes": self.opts.max_bytes, "libs": {}})
             self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid,
                                      max_bytes=self.opts.max_bytes, recorder=self.recorder,
-                                     tap=self.opts.event_tap)
+                                     tap=self.opts.event_tap, mcp_payloads=self.opts.mcp_payloads)
             self.probeset.open(self.pipeline.on_raw)
             for pid, tls in found.items():
                 self._check_interrupted()
@@ -193,11 +195,16 @@ class Session:
         if not target.probes:
             return
         self.targets[pid] = target
+        # reads already in progress are invisible to the new probes: say so (inflight.py)
+        blocked = blocked_socket_reads(pid)
+        if blocked:
+            log(f"pid {pid}: {len(blocked)} thread(s) were already blocked reading a socket; if that is a TLS "
+                f"read, the message it returns is not captured (its response is recorded with request null)")
         for t in tls:
             self.sink.write(simple(
                 "attach", pid=pid, comm=target.comm, lib=REGISTRY[t.kind].name, kind=t.kind,
                 path=t.mapping.path, version=t.version,
-                symbols=sorted({p.symbol for p in target.probes}),
+                symbols=sorted({p.symbol for p in target.probes}), blocked_socket_reads=len(blocked),
             ))
 
     def _lib_of_pid(self, pid: int) -> str:
