@@ -35,7 +35,7 @@ SECRETS = (TOKEN_SECRET, "k-1234567890abcdef", "s3cr3t-session")  # what hdrlog.
 class Run:
     """`hdrlog attach` as a user runs it (like conftest.Hdrlog, but any output path, stdout or file)."""
 
-    def __init__(self, procs, tmp_path: Path, pids, extra=(), name="hdrlog", output=True, timeout=60):
+    def __init__(self, procs, tmp_path: Path, pids, extra=(), name="hdrlog", output=True, wait=True):
         self.out = tmp_path / f"{name}.jsonl" if output else None
         self.err = tmp_path / f"{name}.err"
         argv = [sys.executable, "-m", "hdrlog", "attach", *extra]
@@ -48,6 +48,11 @@ class Run:
                           stdin=subprocess.DEVNULL)
         self.p = self.proc.p
         self.pid = self.p.pid
+        if wait:
+            self.ready()
+
+    def ready(self, timeout=60) -> "Run":
+        """Wait for the `attached` line (sessions started with wait=False compile in parallel)."""
         deadline = time.monotonic() + timeout
         while "attached" not in self.stderr():
             if self.p.poll() is not None:
@@ -55,6 +60,7 @@ class Run:
             assert time.monotonic() < deadline, f"hdrlog did not attach in {timeout}s: {self.stderr()}"
             time.sleep(0.05)
         self.attached_at = time.monotonic()
+        return self
 
     def stderr(self) -> str:
         return self.err.read_text() if self.err.exists() else ""
@@ -63,6 +69,14 @@ class Run:
         time.sleep(settle)
         self.p.send_signal(sig)
         return self.wait()
+
+    @staticmethod
+    def stop_all(*runs: "Run", settle=0.5) -> list[int]:
+        """SIGINT several sessions at once (detaching takes a while; they do it in parallel)."""
+        time.sleep(settle)
+        for r in runs:
+            r.p.send_signal(signal.SIGINT)
+        return [r.wait() for r in runs]
 
     def wait(self, timeout=15) -> int:
         rc = self.p.wait(timeout)
@@ -81,13 +95,21 @@ class Run:
             time.sleep(0.05)
 
 
-def gateway(procs, certs, host="127.0.0.1"):
+def gateways(procs, certs, n=1, host="127.0.0.1"):
+    """n demo gateways (Python ssl), started together: [(proc, port), ...]."""
     cert, key = certs
-    gw = procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key, "--host", host],
-               stdout=subprocess.PIPE, text=True)
-    line = gw.p.stdout.readline()
-    assert line.startswith("listening "), line
-    return gw, int(line.split()[1])
+    gws = [procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key, "--host", host],
+                 stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    out = []
+    for gw in gws:
+        line = gw.p.stdout.readline()
+        assert line.startswith("listening "), line
+        out.append((gw, int(line.split()[1])))
+    return out
+
+
+def gateway(procs, certs, host="127.0.0.1"):
+    return gateways(procs, certs, 1, host)[0]
 
 
 def https(port: int, host="127.0.0.1") -> http.client.HTTPSConnection:
@@ -335,7 +357,7 @@ def test_nginx_master_covers_workers_started_by_a_reload(procs, certs, tmp_path)
 
 
 def test_several_pids_in_one_session(procs, certs, tmp_path):
-    (a, pa), (b, pb) = gateway(procs, certs), gateway(procs, certs)
+    (a, pa), (b, pb) = gateways(procs, certs, 2)
     h = Run(procs, tmp_path, [a.pid, b.pid])
     assert f"pid {a.pid} (python" in h.stderr() and f"pid {b.pid} (python" in h.stderr()
     run_client(pa, "aaa", requests=3, connections=1)
@@ -382,14 +404,15 @@ def test_a_write_larger_than_one_chunk_is_captured_in_chunks_up_to_max_bytes(pro
     SSL_write_ex: with --max-bytes 65536 it arrives whole (two 16 KiB chunks), with the default 16 KiB it
     is truncated and said so."""
     gw, port = gateway(procs, certs)
-    big = Run(procs, tmp_path, [gw.pid], name="big", extra=("--max-bytes", "65536"))
-    default = Run(procs, tmp_path, [gw.pid], name="default")
+    big = Run(procs, tmp_path, [gw.pid], name="big", extra=("--max-bytes", "65536"), wait=False)
+    default = Run(procs, tmp_path, [gw.pid], name="default").ready()
+    big.ready()
     rid = "r" * 20480
     c = https(port)
     assert call(c, "GET", "/health", headers={"X-Request-Id": rid}) == 200
     assert call(c, "GET", "/health", headers={"X-Request-Id": "small"}) == 200
     c.close()
-    assert big.signal(signal.SIGINT) == 0 and default.signal(signal.SIGINT, settle=0) == 0
+    assert Run.stop_all(big, default) == [0, 0], big.stderr() + default.stderr()
     resp = http_records(big.records(), kind="response")
     assert [header(r, "X-Request-Id") for r in resp] == [rid, "small"]
     assert not any(r["truncated"] for r in resp)
@@ -457,11 +480,11 @@ def test_secrets_never_written_by_default_and_shown_on_request(procs, certs, tmp
     """Two sessions on one gateway at once: the default one redacts, the --show-secrets one does not."""
     gw, port = gateway(procs, certs)
     raw = tmp_path / "raw.events.jsonl"
-    quiet = Run(procs, tmp_path, [gw.pid], name="default", extra=("--record-events", str(raw)))
-    loud = Run(procs, tmp_path, [gw.pid], name="shown", extra=("--show-secrets",))
+    quiet = Run(procs, tmp_path, [gw.pid], name="default", extra=("--record-events", str(raw)), wait=False)
+    loud = Run(procs, tmp_path, [gw.pid], name="shown", extra=("--show-secrets",)).ready()
+    quiet.ready()
     run_client(port, "sec", requests=7, connections=1)
-    assert quiet.signal(signal.SIGINT, settle=0.5) == 0
-    assert loud.signal(signal.SIGINT, settle=0) == 0
+    assert Run.stop_all(quiet, loud) == [0, 0], quiet.stderr() + loud.stderr()
     text, err = quiet.out.read_text(), quiet.stderr()
     for s in SECRETS:
         assert s not in text and s not in err, s

@@ -163,14 +163,18 @@ def test_every_record_of_a_real_capture_validates(procs, certs, tmp_path):
         out, err = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.err"
         p = procs([sys.executable, "-m", "hdrlog", "attach", "--pid", str(gw.pid), "--output", str(out), *extra],
                   stdout=subprocess.DEVNULL, stderr=open(err, "w"))
+        return p, out, err
+
+    def ready(p, out, err):
         deadline = time.monotonic() + 60
         while "attached" not in err.read_text():
             assert p.p.poll() is None and time.monotonic() < deadline, err.read_text()
             time.sleep(0.05)
-        return p, out, err
 
     normal = attach("normal")
-    tiny = attach("tiny", "--ringbuf-pages", "1", "--show-secrets")
+    tiny = attach("tiny", "--ringbuf-pages", "1", "--show-secrets")  # both compile at once
+    ready(*normal)
+    ready(*tiny)
     run_client(port, "schema", requests=14, connections=2)
     import http.client
     import ssl
