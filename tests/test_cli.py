@@ -280,7 +280,7 @@ def test_zombie_pid_has_exited(procs):
 EXIT_DURING_ATTACH = textwrap.dedent("""
     import os, signal, sys, time
     from hdrlog import cli, session
-    victim, out = int(sys.argv[1]), sys.argv[2]
+    victim, out, others = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
     found_targets = session.Session._initial_targets
 
     def found_then_killed(self):
@@ -291,13 +291,15 @@ EXIT_DURING_ATTACH = textwrap.dedent("""
         return found
 
     session.Session._initial_targets = found_then_killed
-    sys.exit(cli.main(["attach", "--pid", str(victim), "--output", out]))
+    pids = [a for p in others for a in ("--pid", p)]  # attached first, then rolled back
+    sys.exit(cli.main(["attach", *pids, "--pid", str(victim), "--output", out]))
 """)
 
 
 @kernel
 @pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
-def test_pid_exits_during_attach(procs, tmp_path, reaped):
+def test_pid_exits_during_attach(procs, tmp_path, reaped, ssl_idler):
+    """The healthy target given first was already attached when the second one failed: it is detached."""
     victim = procs([PY, "-c", "import ssl, time; time.sleep(60)"])
     time.sleep(0.3)
     if reaped:
@@ -305,11 +307,14 @@ def test_pid_exits_during_attach(procs, tmp_path, reaped):
     script = tmp_path / "race.py"
     script.write_text(EXIT_DURING_ATTACH)
     before = uprobe_events()
-    r = subprocess.run([PY, str(script), str(victim.pid), str(tmp_path / "out.jsonl")], capture_output=True,
-                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    r = subprocess.run([PY, str(script), str(victim.pid), str(tmp_path / "out.jsonl"), str(ssl_idler.pid)],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     msg = one_error(r)
     assert msg == f"process {victim.pid} exited while hdrlog was attaching to it."
     assert uprobe_events() == before
+    from test_kernel_lifecycle import patched_bytes
+
+    assert patched_bytes(ssl_idler.pid) == 0, "the target attached before the failure still has breakpoints"
 
 
 @kernel
