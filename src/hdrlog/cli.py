@@ -13,7 +13,12 @@ ATTACH_EPILOG = """\
 examples:
   hdrlog attach --pid $(pgrep -o nginx)              # nginx master: covers its workers, also after reloads
   hdrlog attach --pid 4242 --output /var/tmp/h.jsonl --duration 60
-  hdrlog attach --pid 4242 --format pretty            # one readable line per message
+  hdrlog attach --pid 4242 --format pretty            # one readable line per exchange
+  hdrlog attach --pid 4242 --status 5xx --path '/api/*' --header x-request-id
+  hdrlog attach --pid 4242 --mcp                      # only MCP traffic
+  hdrlog attach --pid 4242 -o /var/log/h.jsonl --rotate-mb 100 --keep 10
+  hdrlog attach --pid 4242 --metrics 127.0.0.1:9464   # Prometheus; dashboard: src/hdrlog/grafana/hdrlog.json
+  hdrlog attach --pid 4242 --pcap /tmp/h.pcapng --show-secrets --duration 30
 
 output: one JSON object per line on stdout (or --output FILE, created mode 0600). Records of
 type "http" carry pid, tid, comm, lib, direction ("in" = the process read it, "out" = it wrote it),
@@ -75,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "equivalent; entry: every probe at its symbol's first instruction")
     a.add_argument("--verbose", "-v", action="store_true",
                    help="print where each probe was placed and why (stderr)")
+    a.add_argument("--mcp-payloads", action="store_true",
+                   help="also log MCP tool arguments, results and error messages (off: only method, tool, "
+                   "resource, prompt, ids, session, version and error codes)")
     a.add_argument("--record-events", metavar="FILE",
                    help="also save raw kernel events to FILE for `hdrlog replay` (contains plaintext, "
                    "secrets included; mode 0600)")
@@ -91,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file")
     r.add_argument("--format", choices=("jsonl", "pretty"), default="jsonl")
     r.add_argument("--show-secrets", action="store_true")
+    r.add_argument("--mcp-payloads", action="store_true", help="also log MCP tool arguments and results")
     r.add_argument("--pcap", metavar="FILE", help="also write the decrypted streams as pcapng (needs --show-secrets)")
     from hdrlog.output import add_filter_arguments
 
@@ -183,6 +192,7 @@ def cmd_attach(args) -> int:
         pids=args.pid, duration=args.duration, max_bytes=args.max_bytes, ringbuf_pages=pages,
         show_secrets=args.show_secrets, record_events=args.record_events, follow_children=not args.no_follow,
         placement=args.placement, verbose=args.verbose, event_tap=pcap.on_event if pcap else None,
+        mcp_payloads=args.mcp_payloads,
     )
     session = Session(opts, sink, stop=stop)
     if metrics:
@@ -249,7 +259,8 @@ def cmd_replay(args) -> int:
     pcap = _pcap(args)
     sink = OutputSink(_sink(args.format, None, args), Filter.from_args(args))
     try:
-        replay(args.file, sink, Redactor(show_secrets=args.show_secrets), tap=pcap.on_event if pcap else None)
+        replay(args.file, sink, Redactor(show_secrets=args.show_secrets), tap=pcap.on_event if pcap else None,
+               mcp_payloads=args.mcp_payloads)
     finally:
         sink.close()
         if pcap:
