@@ -15,6 +15,7 @@ import orjson
 from hdrlog import events
 from hdrlog.conntrack import Conn, Tracker
 from hdrlog.events import Event
+from hdrlog.mcp import Mcp
 from hdrlog.model import HttpMessage
 from hdrlog.records import http_record
 from hdrlog.redact import Redactor
@@ -38,13 +39,15 @@ class EventRecorder:
 class Pipeline:
     def __init__(self, sink, redactor: Redactor, *, lib_of_pid: Callable[[int], str], max_bytes: int,
                  wall_offset_ns: int = events.WALL_OFFSET_NS, recorder: EventRecorder | None = None,
-                 tap: Callable[[Event, Tracker], None] | None = None):
+                 tap: Callable[[Event, Tracker], None] | None = None, mcp_payloads: bool = False):
         self.sink = sink
         self.tap = tap  # sees every decoded event after tracking (pcap.py, doctor's probe counters)
         self.redactor = redactor
         self.wall_offset_ns = wall_offset_ns
         self.recorder = recorder
-        self.tracker = Tracker(self._emit, lib_of_pid=lib_of_pid, max_bytes=max_bytes)
+        # MCP bodies (and only those) are collected for the "mcp" record field (hdrlog.mcp)
+        self.tracker = Tracker(self._emit, lib_of_pid=lib_of_pid, max_bytes=max_bytes,
+                               body_hook=Mcp(payloads=mcp_payloads))
         self.messages_by_pid: Counter[int] = Counter()
         self.truncated = 0
         self.decode_errors = 0

@@ -61,7 +61,19 @@ def http_record(conn: Conn, direction: str, msg: HttpMessage, ev: Event, redacto
     rec["truncated"] = msg.truncated
     if msg.extra:
         rec.update(msg.extra)
+        if "mcp" in msg.extra and redactor.is_secret_name("mcp-session-id") and not redactor.show_secrets:
+            _redact_mcp_session(rec, redactor)
     return rec
+
+
+def _redact_mcp_session(rec: dict, redactor: Redactor) -> None:
+    """mcp.session is the Mcp-Session-Id header: redacted whenever that header is."""
+    m = rec["mcp"]
+    objs = [dict(o) for o in (m if isinstance(m, list) else [m])]  # the message's own dicts stay intact
+    for o in objs:
+        if o.get("session"):
+            o["session"] = redactor.value(o["session"])
+    rec["mcp"] = objs if isinstance(m, list) else objs[0]
 
 
 def simple(type_: str, **fields) -> dict:

@@ -35,7 +35,8 @@ def read_events(path: str) -> tuple[dict, Iterator[bytes]]:
     return meta, gen()
 
 
-def replay(path: str, sink, redactor, *, max_bytes: int | None = None, tap=None) -> "Pipeline":  # noqa: F821
+def replay(path: str, sink, redactor, *, max_bytes: int | None = None, tap=None,
+           mcp_payloads: bool = False) -> "Pipeline":  # noqa: F821
     from hdrlog.pipeline import Pipeline
 
     meta, raws = read_events(path)
@@ -43,7 +44,7 @@ def replay(path: str, sink, redactor, *, max_bytes: int | None = None, tap=None)
     pipe = Pipeline(
         sink, redactor, lib_of_pid=lambda pid: libs.get(pid, "openssl"),
         max_bytes=max_bytes or meta.get("max_bytes", 16384), wall_offset_ns=meta.get("wall_offset_ns", 0),
-        tap=tap,
+        tap=tap, mcp_payloads=mcp_payloads,
     )
     for raw in raws:
         pipe.on_raw(raw)
