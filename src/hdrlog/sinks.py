@@ -158,15 +158,15 @@ class PrettySink:
         if self.show is not None:
             hs = [(n, v) for r in (req, resp) if r for n, v in r["headers"] if n.lower() in self.show]
             return "; ".join(f"{n}: {v}" for n, v in hs)
-        parts = []
+        parts, tail = [], []
         if req:
             rh = [(n, v) for n, v in req["headers"] if n.lower() != "host"]
             parts += [f"{n}: {v}" for n, v in rh[: self.max_headers]]
             if len(rh) > self.max_headers:
                 parts.append(f"+{len(rh) - self.max_headers}")
         if resp:
-            parts += [f"{n}: {v}" for n, v in resp["headers"] if n.lower() in ("content-type", "content-length")]
-        return "; ".join(parts)
+            tail = [f"{n}: {v}" for n, v in resp["headers"] if n.lower() in ("content-type", "content-length")]
+        return "; ".join(parts) + (" | " if parts and tail else "") + "; ".join(tail)
 
     def _line(self, req: dict | None, resp: dict | None) -> None:
         base = req or resp
