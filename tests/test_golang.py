@@ -176,8 +176,13 @@ def test_resolve_real_sockets(family, host):
         assert fds.resolve(pid, r) is None  # not a socket
         os.close(r), os.close(w)
         assert fds.resolve(pid, 65000) is None  # not open
-        # the hook fills an fd-only event, and a close forgets the fd
-        ev = _event(fd=acc.fileno(), conn=2)
+        # the hook fills an fd-only event (of a process of that name), and a close forgets the fd
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+        stranger = _event(fd=acc.fileno(), conn=3, comm="not-" + comm)
+        fds.on_event(stranger)
+        assert stranger.peer is None  # a replayed recording whose PID now names another program
+        ev = _event(fd=acc.fileno(), conn=2, comm=comm)
         fds.on_event(ev)
         assert (ev.local, ev.peer) == (fmt(acc.getsockname()), fmt(acc.getpeername()))
         fds.on_event(_event(fd=acc.fileno(), conn=2, kind=Kind.CLOSE, fn=Fn.GO_CLOSE, attr=Attr.NONE))

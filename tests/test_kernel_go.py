@@ -139,6 +139,20 @@ def test_go_server(procs, hdrlog, certs, go_bins, variant):
     assert srv.p.poll() is None and https_ok(port) == 200  # the target is healthy
 
 
+def test_go_server_ipv6(procs, hdrlog, certs, cur_bins):
+    try:
+        free_port("::1")
+    except OSError:
+        pytest.fail("no ::1 on this machine: the IPv6 loopback is needed for this test")
+    srv, port = go_server(procs, cur_bins["stripped"], certs, "-listen", "[::1]:0")
+    h = hdrlog(srv.pid)
+    conns = run_client(port, "v6", requests=5, connections=2, host="::1")
+    records = h.stop()
+    reqs, _ = check_server_side(records, "v6", 5, port, {c["local_port"] for c in conns})
+    assert all(r["conn"]["local"] == f"[::1]:{port}" and r["conn"]["peer"].startswith("[::1]:")
+               for (r,) in reqs.values())
+
+
 def test_go_client(procs, hdrlog, certs, go_bins, tmp_path):
     """A stripped Go client: requests go out, role client, the tuple is the client's own socket."""
     cert, key = certs

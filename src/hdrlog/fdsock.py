@@ -85,23 +85,35 @@ class FdSockets:
                 self.counts["learned"] += 1
             return
         if ev.attr == Attr.GO_FD:
-            t = self.resolve(ev.pid, ev.fd, ev.conn)
+            t = self.resolve(ev.pid, ev.fd, ev.conn, comm=ev.comm)
             if t is not None:
                 ev.local, ev.peer = t
 
     # -- lookups ------------------------------------------------------------------------------------
-    def resolve(self, pid: int, fd: int, conn: int = 0) -> Tuple | None:
-        """(local, peer) of TCP socket `fd` of `pid`, or None (not a TCP socket, or already closed)."""
+    def resolve(self, pid: int, fd: int, conn: int = 0, comm: str | None = None) -> Tuple | None:
+        """(local, peer) of TCP socket `fd` of `pid`, or None (not a TCP socket, or already closed).
+        With `comm`, /proc is only believed while the process there still has that name (events replayed
+        from a recording may name a PID that now belongs to another program)."""
         key = (pid, fd)
         hit = self._fds.get(key)
         if hit is not None and (hit[0] == conn or not conn):
             self._fds.move_to_end(key)
             return hit[1]
+        if comm is not None and not self._same_comm(pid, comm):
+            self.counts["unresolved"] += 1
+            return None
         t = self._from_proc(pid, fd)
         self.counts["resolved" if t else "unresolved"] += 1
         if t is not None:
             self._put(key, conn, t)
         return t
+
+    def _same_comm(self, pid: int, comm: str) -> bool:
+        try:
+            with open(f"{self.proc}/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                return f.read().rstrip("\n")[:15] == comm[:15]
+        except OSError:
+            return False
 
     def forget_pid(self, pid: int) -> None:
         self._tables.pop(pid, None)
