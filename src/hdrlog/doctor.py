@@ -21,6 +21,7 @@ import os
 import platform
 import struct
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -360,23 +361,23 @@ class _Counts:
 
 
 def _classify(first: bytes) -> str:
+    """What the first bytes of a connection look like, when they did not parse as HTTP."""
     if first.startswith(b"PRI * HTTP/2"):
         return "HTTP/2 (the h2 connection preface)"
-    if len(first) >= 9 and first[3] in range(0, 10) and first[4] <= 0x2F and not first[:4].isascii():
-        return "binary frames (HTTP/2 without a preface seen, or another protocol)"
-    text = first.split(b"\r\n", 1)[0]
-    if text[:4].isalpha() and all(32 <= b < 127 for b in text[:16]):
-        return f"text starting {text[:16].decode('ascii', 'replace')!r}, not an HTTP/1 request or status line"
-    return f"binary data (first bytes {first[:8].hex(' ')}): not HTTP/1"
+    line = first.split(b"\r\n", 1)[0]
+    if line and all(32 <= b < 127 for b in line[:16]):
+        return f"text starting {line[:16].decode('ascii')!r}, not an HTTP/1 request or status line"
+    if len(first) >= 9 and first[3] <= 9:  # 3-byte length, then an h2 frame type 0..9
+        return "binary frames (HTTP/2 whose preface was not seen, or another protocol)"
+    return f"binary data (first bytes {first[:8].hex(' ')}), not HTTP/1"
 
 
 def probe(r: Report, pid: int, targets: list, seconds: float, ports: list[int]) -> None:
-    from hdrlog import session as session_mod
+    from hdrlog.conntrack import ATTRIBUTION
     from hdrlog.events import Dir, Fn
     from hdrlog.session import Options, Session, install_signal_handlers
     from hdrlog.tlslibs import REGISTRY
 
-    import threading
 
     sec = f"probe ({seconds:g} s)"
     counts = _Counts()
@@ -431,8 +432,6 @@ def probe(r: Report, pid: int, targets: list, seconds: float, ports: list[int]) 
         r.add(sec, "parsed", "ok", f"{nmsg} HTTP messages ({counts.messages.get('request', 0)} requests, "
               f"{counts.messages.get('response', 0)} responses; {protos})")
     by_attr = Counter()
-    from hdrlog.conntrack import ATTRIBUTION
-
     for a in counts.attr.values():
         by_attr[ATTRIBUTION.get(a) or "unknown"] += 1
     exact = by_attr.get("socket", 0) + by_attr.get("go-fd", 0)
@@ -447,7 +446,6 @@ def probe(r: Report, pid: int, targets: list, seconds: float, ports: list[int]) 
         r.add(sec, "loss", "warn", f"{counts.lost} events lost: the ring buffer was full", "attach --ringbuf-mb 16")
     if counts.truncated:
         r.add(sec, "truncation", "info", f"{counts.truncated} messages truncated", "attach --max-bytes 65536")
-    del session_mod
 
 
 # -------------------------------------------------------------------------------------------- cli

@@ -187,8 +187,7 @@ class PrettySink:
             lat = f" {resp['latency_ms']:.1f}ms" if resp.get("latency_ms") is not None else ""
             what += f" {self.arrow} " + self._c(colour, str(st)) + lat
         else:
-            what = self._c("dim", f"{method} {path} {self.arrow} \u2026 (no response seen)"
-                           if self.arrow != "->" else f"{method} {path} -> ... (no response seen)")
+            what = self._c("dim", f"{method} {path} {self.arrow} (no response seen)")
         if (resp or {}).get("proto") == "h2" or (req or {}).get("proto") == "h2":
             what += self._c("dim", " h2")
         trunc = self._c("red", " [truncated]") if any(r and r.get("truncated") for r in (req, resp)) else ""

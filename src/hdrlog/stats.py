@@ -213,8 +213,6 @@ class Stats:
             g = table[key] = factory()
         return g
 
-    observe = None  # set below (same as add)
-
     def add(self, rec: dict) -> None:
         t = rec.get("type")
         if t == "loss":
@@ -272,6 +270,8 @@ class Stats:
                 if hs is None:
                     hs = self.headers[(kind, n.lower())] = HeaderStat()
                 hs.add(v)
+
+    observe = add  # as an output observer (output.OutputSink)
 
     def _mcp(self, rec: dict, items: list[dict], kind: str) -> bool:
         """Count MCP calls (request) or errors (response); True if this response carries an MCP error.
@@ -395,9 +395,6 @@ class Stats:
     def short_table(self, limit: int = 8) -> str:
         """The end-of-attach summary: routes and peers only."""
         return self.table(limit=limit, headers=False)
-
-
-Stats.observe = Stats.add
 
 
 def _short(v: str, n: int = 40) -> str:
