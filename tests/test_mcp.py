@@ -288,3 +288,20 @@ def test_mcp_over_h2():
                                                       "method": "tools/call", "id": 11, "tool": "h2tool"}
     assert resp.request is req and resp.extra["mcp"]["tool"] == "h2tool" and resp.extra["mcp"]["is_error"] is False
     assert "private" not in repr(req.extra)
+
+
+def test_sse_cut_after_a_whole_event_is_not_truncated_but_mid_event_is():
+    for cut, truncated in ((0, False), (25, True)):
+        f = Feed()
+        f.send("in", post(json.dumps(rpc("tools/call", 5, name="t", arguments={}))))
+        ev = 'event: message\r\ndata: {"jsonrpc":"2.0","id":5,"result":{"isError":false}}\r\n\r\n'
+        ev += "event: message\r\ndata: " + json.dumps({"jsonrpc": "2.0", "method": "notifications/message",
+                                                       "params": {"level": "info"}})
+        body = ev[:len(ev) - cut] if cut else ev.rsplit("event:", 1)[0]
+        f.send("out", b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n%s\r\n" % (len(body), body.encode()))
+        f.close()  # the client hung up before the last chunk
+        m = f.out[1][1].extra["mcp"]
+        items = m if isinstance(m, list) else [m]
+        assert items[0]["is_error"] is False and items[0]["tool"] == "t"
+        assert any(i.get("truncated") for i in items) == truncated, items

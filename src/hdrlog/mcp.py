@@ -123,16 +123,19 @@ class BodySink:
         return True
 
     def finish(self, complete: bool) -> None:
+        """The body ended. ``complete=False``: it was cut (lost bytes, connection closed first); that only
+        marks the record truncated if a JSON-RPC message is actually incomplete (an SSE stream whose
+        client hung up after the last whole event is not)."""
         if self.done:
             return
         self.done = True
-        if not complete:
-            self.truncated = True
         buf = bytes(self.buf)
         self.buf = bytearray()
         if not self.decided and not _looks_jsonrpc(buf):
             return
-        msgs = messages_from_body(buf, self.sse, self.truncated)
+        cut = self.truncated or not complete
+        msgs, partial = messages_from_body(buf, self.sse, cut, report=True)
+        self.truncated = self.truncated or partial
         if not msgs and not self.mcp_hdr:
             return
         payloads = self.owner.payloads
@@ -178,10 +181,12 @@ def parse_sse(body: bytes) -> list[str]:
     return out
 
 
-def messages_from_body(body: bytes, sse: bool, truncated: bool = False) -> list[dict]:
-    """The JSON-RPC message objects in a body (JSON or SSE), best effort when it was truncated."""
+def messages_from_body(body: bytes, sse: bool, truncated: bool = False, report: bool = False):
+    """The JSON-RPC message objects in a body (JSON or SSE), best effort when it was truncated.
+    With ``report``: (messages, partial) where partial says the last message was incomplete."""
     texts = parse_sse(body) if sse else [body.decode("utf-8", "replace")]
     out: list[dict] = []
+    partial = False
     for i, t in enumerate(texts):
         t = t.strip()
         if not t:
@@ -191,13 +196,15 @@ def messages_from_body(body: bytes, sse: bool, truncated: bool = False) -> list[
         except ValueError:
             if truncated and i == len(texts) - 1:
                 obj = _partial(t)
+                partial = True
             else:
                 continue
         if isinstance(obj, list):
             out.extend(o for o in obj if isinstance(o, dict))
         elif isinstance(obj, dict):
             out.append(obj)
-    return [m for m in out if m.get("jsonrpc") == "2.0" or "method" in m or "result" in m or "error" in m]
+    msgs = [m for m in out if m.get("jsonrpc") == "2.0" or "method" in m or "result" in m or "error" in m]
+    return (msgs, partial) if report else msgs
 
 
 def _partial(text: str):
