@@ -155,3 +155,68 @@ def test_bounded_memory():
                      authority="a", headers=[["X-Id", str(i)]]))
     assert len(st.routes) <= 2001 and ("other", "other") in st.routes
     assert st.headers[("request", "x-id")].overflow
+
+
+# ------------------------------------------------------- MCP end to end: kernel-format events → CLI
+def _recording(tmp_path):
+    """A `--record-events` file of one MCP session over HTTP/1 (raw events in the kernel's layout): two tool
+    calls (one a JSON-RPC error), a tools/list; replayed by the real CLI below."""
+    import base64
+    import socket
+
+    from hdrlog import events
+
+    def raw(ts, direction, data, kind=events.Kind.DATA):
+        lo, pe = socket.inet_aton("127.0.0.1"), socket.inet_aton("10.1.2.3")
+        fields = dict(ts_ns=ts, conn=0xABC, pid=4242, tid=4242, len=len(data), cap=len(data), offset=0, lost=0,
+                      kind=kind, fn=events.Fn.SSL_READ_EX if direction == "in" else events.Fn.SSL_WRITE_EX,
+                      dir=events.Dir.IN if direction == "in" else events.Dir.OUT, attr=events.Attr.IN_CALL)
+        vals = [fields.get(n, 0) for n, _ in events.EVENT_FIELDS[:12]]
+        vals += [events.AF_INET, 8443, 51000, 0, lo.ljust(16, b"\0"), pe.ljust(16, b"\0"), b"mcpgw".ljust(16, b"\0"), 5]
+        return events.EVENT_HEADER.pack(*vals) + data
+
+    def post(body: str) -> bytes:
+        return (f"POST /mcp HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nMcp-Session-Id: sess-1\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+    def answer(body: str, status=200) -> bytes:
+        return (f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                f"{body}").encode()
+
+    rpc = '{{"jsonrpc":"2.0","id":{},"method":"{}","params":{}}}'
+    talk = [
+        ("in", post(rpc.format(1, "tools/call", '{"name":"search","arguments":{"q":"x"}}'))),
+        ("out", answer('{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":false}}')),
+        ("in", post(rpc.format(2, "tools/call", '{"name":"delete","arguments":{}}'))),
+        ("out", answer('{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"bad"}}')),
+        ("in", post(rpc.format(3, "tools/list", "{}"))),
+        ("out", answer('{"jsonrpc":"2.0","id":3,"result":{"tools":[]}}')),
+    ]
+    path = tmp_path / "mcp.events.jsonl"
+    lines = [json.dumps({"type": "hdrlog-events", "abi": events.ABI, "wall_offset_ns": 0, "max_bytes": 16384,
+                         "libs": {}})]
+    ts = 1_790_000_000_000_000_000
+    for i, (d, data) in enumerate(talk):
+        lines.append(json.dumps({"raw": base64.b64encode(raw(ts + i * 1_000_000, d, data)).decode()}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_mcp_capture_through_replay_stats_and_filter(tmp_path):
+    rec = _recording(tmp_path)
+    r = hdrlog("replay", str(rec))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "mcp.jsonl"
+    out.write_text(r.stdout)
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert sum(1 for x in recs if x.get("mcp")) == 6, recs
+    res = json.loads(hdrlog("stats", "--json", str(out)).stdout)
+    by = {(x["method"], x["tool"]): (x["calls"], x["errors"]) for x in res["mcp"]["by_method_tool"]}
+    assert by == {("tools/call", "search"): (1, 0), ("tools/call", "delete"): (1, 1), ("tools/list", None): (1, 0)}
+    assert res["mcp"]["sessions"] == 1 and res["mcp"]["error_rate"] == pytest.approx(1 / 3, abs=1e-3)
+    assert res["peers"][0]["peer"] == "10.1.2.3"
+    only = hdrlog("replay", str(rec), "--mcp", "--format", "pretty")
+    lines = only.stdout.splitlines()
+    assert len(lines) == 3, lines  # one line per exchange
+    assert "[mcp tools/call delete error -32602]" in lines[1] and "POST /mcp" in lines[1]
+    assert "[mcp tools/list]" in lines[2]
