@@ -100,11 +100,106 @@ def python_client(tmp: Path, cert: str, key: str) -> None:
         cl.kill()
 
 
-SCENARIOS = {f.__name__: f for f in (python_ssl_server_keepalive, node_server_memory_bio, python_client)}
+class _Procs:
+    """The `procs` fixture's interface for helpers shared with the real-kernel tests."""
+
+    def __init__(self):
+        self.started = []
+
+    def __call__(self, argv, **kw):
+        class P:
+            pass
+
+        p = P()
+        p.p = subprocess.Popen(argv, **kw)
+        p.pid = p.p.pid
+        self.started.append(p)
+        return p
+
+    def stop(self):
+        for p in reversed(self.started):
+            p.p.terminate()
+            p.p.wait(10)
+
+
+H2_TAGS = [f"h2t-fixture-{i}-0123456789abcdef" for i in range(6)]
+
+
+def nginx_h2_curl(tmp: Path, cert: str, key: str) -> None:
+    """nginx `listen ... ssl http2` and curl (nghttp2): 6 requests (a 404, a secret query) on 2 connections."""
+    from test_kernel_h2 import curl_h2, nginx_h2
+
+    procs = _Procs()
+    try:
+        master, port = nginx_h2(procs, tmp / "nginx_h2", (cert, key))
+        h = attach(master.pid, "nginx_h2_curl", tmp)
+        curl_h2(port, H2_TAGS[:3], ["/a?x=1", "/b", "/missing"])
+        curl_h2(port, H2_TAGS[3:], ["/c?token=abc", "/d", "/e"])
+        finish(h, "nginx_h2_curl", tmp)
+    finally:
+        procs.stop()
+
+
+def nginx_h2_late_attach(tmp: Path, cert: str, key: str) -> None:
+    """hdrlog attached to nginx while an httpx h2 connection is open and has already sent 3 requests."""
+    from test_kernel_h2 import nginx_h2
+
+    procs = _Procs()
+    try:
+        master, port = nginx_h2(procs, tmp / "nginx_late", (cert, key))
+        go1, go2 = tmp / "late1", tmp / "late2"
+        script = tmp / "late_client.py"
+        script.write_text(f"""
+import os, time, httpx
+with httpx.Client(http2=True, verify=False) as c:
+    for i in range(3):
+        c.get("https://127.0.0.1:{port}/before/%d" % i, headers={{"x-h2-tag": "before-%d" % i, "x-fixed": "same"}})
+    open({str(go1)!r}, "w").close()
+    while not os.path.exists({str(go2)!r}):
+        time.sleep(0.02)
+    for i in range(60):
+        c.get("https://127.0.0.1:{port}/after/%d" % i, headers={{"x-h2-tag": "after-%d" % i, "x-fixed": "same"}})
+""")
+        cl = procs([PY, str(script)])
+        while not go1.exists():
+            time.sleep(0.02)
+        h = attach(master.pid, "nginx_h2_late_attach", tmp)
+        go2.touch()
+        cl.p.wait(60)
+        finish(h, "nginx_h2_late_attach", tmp)
+    finally:
+        procs.stop()
+
+
+def mcp_uvicorn_legacy(tmp: Path, cert: str, key: str) -> None:
+    """The official MCP SDK: its streamable HTTP server on uvicorn (TLS, memory BIOs, SSE responses) and its
+    client's classic initialize flow, tools/list, tools/call x2, resources/read, prompts/get, DELETE."""
+    from test_kernel_mcp import MCP_CLIENT, MCP_SERVER
+
+    (tmp / "mcp_server.py").write_text(MCP_SERVER)
+    (tmp / "mcp_client.py").write_text(MCP_CLIENT)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import free_port, wait_port
+
+    port = free_port()
+    srv = subprocess.Popen([PY, str(tmp / "mcp_server.py"), str(port), cert, key, "sse"], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        h = attach(srv.pid, "mcp_uvicorn_legacy", tmp)
+        subprocess.run([PY, str(tmp / "mcp_client.py"), f"https://127.0.0.1:{port}/mcp", "legacy"], check=True,
+                       stdout=subprocess.DEVNULL)
+        finish(h, "mcp_uvicorn_legacy", tmp)
+    finally:
+        srv.kill()
+
+
+SCENARIOS = {f.__name__: f for f in (python_ssl_server_keepalive, node_server_memory_bio, python_client,
+                                     nginx_h2_curl, nginx_h2_late_attach, mcp_uvicorn_legacy)}
 
 
 def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(Path(__file__).parent))  # helpers shared with the real-kernel tests
     from hdrlog.demo.certs import make_cert
 
     names = sys.argv[1:] or list(SCENARIOS)

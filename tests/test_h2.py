@@ -24,6 +24,8 @@ import hdrlog.h2 as hh
 from hdrlog.conntrack import Conn
 from hdrlog.h2 import PREFACE, UNKNOWN, H2Conn, HpackDecoder
 
+from conftest import FIXTURES
+
 hh.H2Parser.debug = True
 
 
@@ -536,3 +538,63 @@ def test_conntrack_detects_h2_mid_connection_by_frame_shape():
 def test_bench_runs():
     """The timing helper stays runnable (numbers are in the README and the module)."""
     hh._bench(50)
+
+
+# ------------------------------------------------------------------------------------------ recorded
+def replayed(name: str) -> list[dict]:
+    import orjson
+
+    from hdrlog.redact import Redactor
+    from hdrlog.replay import replay
+
+    class Sink:
+        records: list = []
+
+        def write(self, r):
+            self.records.append(orjson.loads(orjson.dumps(r)))
+
+        def flush(self):
+            pass
+
+    s = Sink()
+    s.records = []
+    replay(str(FIXTURES / f"{name}.events.jsonl"), s, Redactor(key=b"k" * 32))
+    return s.records
+
+
+def test_fixture_nginx_h2_curl():
+    """Kernel events recorded from nginx (ssl http2) and curl (tests/record_fixtures.py)."""
+    recs = replayed("nginx_h2_curl")
+    reqs = [r for r in recs if r["kind"] == "request"]
+    resps = [r for r in recs if r["kind"] == "response"]
+    tags = [f"h2t-fixture-{i}-0123456789abcdef" for i in range(6)]
+    assert sorted(dict(r["headers"])["x-h2-tag"] for r in reqs) == tags
+    assert {r["proto"] for r in recs} == {"h2"} and {r["conn"]["role"] for r in recs} == {"server"}
+    for r in resps:
+        q = next(x for x in reqs if x["conn"]["id"] == r["conn"]["id"] and x["stream"] == r["stream"])
+        assert dict(r["headers"])["x-echo"] == dict(q["headers"])["x-h2-tag"]
+        assert r["request"] == {"method": "GET", "path": q["path"]}
+        assert r["status"] == (404 if q["path"] == "/missing" else 200)
+    assert any(r["path"].startswith("/c?token=<redacted:") for r in reqs)
+    assert all(dict(r["headers"])["authorization"].startswith("Bearer <redacted:") for r in reqs)
+    assert not any(r.get("hpack_incomplete") or r["truncated"] for r in recs)
+
+
+def test_fixture_nginx_h2_late_attach():
+    """Recorded: hdrlog attached to nginx after an httpx h2 connection had sent 3 requests, 60 more follow."""
+    recs = replayed("nginx_h2_late_attach")
+    reqs = [r for r in recs if r["kind"] == "request"]
+    assert [r["path"] for r in reqs] == [f"/after/{i}" for i in range(60)]
+    assert reqs[0].get("hpack_incomplete") is True
+    for r in reqs:
+        for n, v in r["headers"]:
+            assert (n, v) in ((UNKNOWN, UNKNOWN), ("x-fixed", "same"), (":scheme", "https"),
+                              ("accept", "*/*"), ("accept-encoding", "gzip, deflate"),
+                              ("user-agent", dict(r["headers"]).get("user-agent"))) or n == "x-h2-tag"
+            if n == "x-h2-tag":
+                assert v == "after-" + r["path"].rsplit("/", 1)[1]
+        assert r["authority"] in (None, reqs[-1]["authority"])
+    last = reqs[-1]  # the table refilled: entries the encoder re-inserted decode again
+    assert last["authority"] and dict(last["headers"]).get("x-fixed") == "same"
+    resps = [r for r in recs if r["kind"] == "response"]
+    assert len(resps) == 60 and all(dict(r["headers"])["x-echo"] == "after-" + r["request"]["path"][7:] for r in resps)

@@ -29,7 +29,7 @@ def nginx_h2(procs, tmp_path, certs) -> tuple:
     cert, key = certs
     port = free_port()
     for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / d).mkdir(exist_ok=True)
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1;

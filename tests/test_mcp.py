@@ -305,3 +305,27 @@ def test_sse_cut_after_a_whole_event_is_not_truncated_but_mid_event_is():
         items = m if isinstance(m, list) else [m]
         assert items[0]["is_error"] is False and items[0]["tool"] == "t"
         assert any(i.get("truncated") for i in items) == truncated, items
+
+
+def test_fixture_mcp_sdk_over_uvicorn():
+    """Kernel events recorded from the MCP SDK's server on uvicorn and its client (legacy initialize flow)."""
+    from test_h2 import replayed
+
+    recs = replayed("mcp_uvicorn_legacy")
+    reqs = [r for r in recs if r["kind"] == "request"]
+    resps = [r for r in recs if r["kind"] == "response"]
+    assert len(reqs) == len(resps) == 9 and all("mcp" in r for r in recs)
+    methods = [r["mcp"].get("method") for r in reqs]
+    assert sorted(map(str, methods)) == sorted(map(str, [  # None: the GET stream and the DELETE
+        "initialize", None, "notifications/initialized", "tools/list", "tools/call", "tools/call", "resources/read",
+        "prompts/get", None]))
+    session = next(r["mcp"]["session"] for r in resps if r["mcp"].get("method") == "initialize")
+    assert session and all(r["mcp"]["session"] == session for r in recs if r["mcp"].get("method") != "initialize"
+                           or r["kind"] == "response")
+    assert {r["mcp"]["version"] for r in recs} == {"2025-11-25"}
+    calls = {r["mcp"]["tool"]: r for r in resps if r["mcp"].get("method") == "tools/call"}
+    assert calls["add"]["mcp"]["is_error"] is False and calls["explode"]["mcp"]["is_error"] is True
+    assert {r["conn"]["attribution"] for r in recs} <= {"recv-before", "send-after"}
+    assert {r["method"] for r in reqs} == {"POST", "GET", "DELETE"}
+    text = json.dumps(recs)
+    assert "secret-arg-7f3e" not in text and "secret-result-9d2c" not in text
