@@ -96,10 +96,19 @@ def check_h2(records, tokens: list[str], role: str = "server", echo: str = "x-ec
     return reqs, resps
 
 
+def raw_plaintext(path) -> bytes:
+    """All plaintext of a --record-events file, concatenated."""
+    from hdrlog import events
+    from hdrlog.replay import read_events
+
+    _, raws = read_events(str(path))
+    return b"".join(events.decode(r, 0).data for r in raws)
+
+
 @pytest.mark.skipif(not nginx_available(), reason="nginx not installed")
 def test_nginx_h2_curl(procs, hdrlog, certs, tmp_path):
     master, port = nginx_h2(procs, tmp_path, certs)
-    h = hdrlog(master.pid)
+    h = hdrlog(master.pid, extra=("--record-events", str(tmp_path / "ev.jsonl")))
     tokens = [token() for _ in range(6)]
     paths = ["/a?x=1", "/b", "/missing", "/c?token=abc", "/d", "/e"]
     curl_h2(port, tokens[:3], paths[:3])  # two connections, several streams each
@@ -111,6 +120,38 @@ def test_nginx_h2_curl(procs, hdrlog, certs, tmp_path):
     assert all(header(r, "x-served-by") == "nginx-h2" for r in resps)
     assert len({r["conn"]["id"] for r in reqs}) == 2
     assert TOKEN_SECRET not in h.raw()
+    # the tags (and their echoes) crossed the wire Huffman-coded: they are nowhere in the captured plaintext
+    plain = raw_plaintext(tmp_path / "ev.jsonl")
+    assert b"PRI * HTTP/2.0" in plain and not any(t.encode() in plain for t in tokens)
+
+
+NODE_H2_SERVER = r"""
+const http2 = require('http2'), fs = require('fs');
+const s = http2.createSecureServer({key: fs.readFileSync(process.argv[2]), cert: fs.readFileSync(process.argv[3])});
+s.on('stream', (stream, headers) => {
+  stream.respond({':status': headers[':path'] === '/missing' ? 404 : 200, 'x-echo': headers['x-h2-tag'] || '',
+                  'content-type': 'text/plain'});
+  stream.end('hi from node h2\n');
+});
+s.listen(0, '127.0.0.1', () => console.log('listening ' + s.address().port));
+"""
+
+
+def test_node_h2_server(procs, hdrlog, certs, tmp_path):
+    """node's http2 (OpenSSL inside the executable, memory BIOs; node writes its SETTINGS first)."""
+    cert, key = certs
+    js = tmp_path / "h2server.js"
+    js.write_text(NODE_H2_SERVER)
+    node = procs(["node", str(js), key, cert], stdout=subprocess.PIPE, text=True)
+    port = int(node.p.stdout.readline().split()[1])
+    h = hdrlog(node.pid)
+    tokens = [token() for _ in range(5)]
+    curl_h2(port, tokens[:3], ["/n1", "/missing", "/n3?x=y"])
+    curl_h2(port, tokens[3:], ["/n4", "/n5"])
+    records = h.stop()
+    reqs, resps = check_h2(records, tokens, statuses={"/missing": 404})
+    assert {r["conn"]["attribution"] for r in reqs} <= {"recv-before", "send-after"}
+    assert all(r["conn"]["peer"] for r in reqs)
 
 
 @pytest.mark.skipif(not nginx_available(), reason="nginx not installed")

@@ -73,9 +73,13 @@ class Conn:
     def feed(self, direction: str, data: bytes, ts_ns: int) -> list[HttpMessage]:
         """Plaintext of one direction: to HTTP/2 once detected, else to the HTTP/1 parser, which
         stays in charge while it has found HTTP/1 (sniffing costs nothing then)."""
+        p = self.parsers.get(direction)
+        if p is not None and p.state == "http":  # the common case: HTTP/1 already found
+            return p.feed(data, ts_ns)
         if self.h2 is not None:
             return self.h2.parsers[direction].feed(data, ts_ns)
-        p = self.parser(direction)
+        if p is None:
+            p = self.parser(direction)
         if p.state == "detect" or p.state == "not-http":
             first = direction not in self.seen
             self.seen.add(direction)
