@@ -598,3 +598,36 @@ def test_fixture_nginx_h2_late_attach():
     assert last["authority"] and dict(last["headers"]).get("x-fixed") == "same"
     resps = [r for r in recs if r["kind"] == "response"]
     assert len(resps) == 60 and all(dict(r["headers"])["x-echo"] == "after-" + r["request"]["path"][7:] for r in resps)
+
+
+def test_conntrack_preface_split_across_reads():
+    t, _ = conversation(n=8)
+    conn = Conn(id="1", pid=1, addr=1, lib="openssl", comm="t")
+    out = []
+    first = True
+    for d, data in t.log:
+        if first:  # the client preface arrives in 3 reads
+            first = False
+            for piece in (data[:5], data[5:17], data[17:]):
+                out += [(d, m) for m in conn.feed(d, piece, 1)]
+            continue
+        out += [(d, m) for m in conn.feed(d, data, 1)]
+    assert conn.h2 is not None and conn.h2.exact
+    check_conversation(out, n=8)
+
+
+def test_held_bodies_are_bounded_per_connection():
+    from hdrlog.mcp import Mcp
+
+    c = H2Conn(exact=True, body_hook=Mcp())
+    p = c.parser("in")
+    p.feed(PREFACE, 0)
+    enc = Encoder()
+    out = []
+    for i in range(hh.MAX_HELD + 5):  # POSTs whose bodies never come
+        block = enc.encode([(":method", "POST"), (":scheme", "https"), (":path", "/mcp"), (":authority", "a"),
+                            ("content-type", "application/json")])
+        out += p.feed(frame(1, 0x04, 2 * i + 1, block), i)
+    assert c.held == hh.MAX_HELD and len(out) == 5
+    out += p.close(99)
+    assert c.held == 0 and len(out) == hh.MAX_HELD + 5

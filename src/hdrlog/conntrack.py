@@ -84,13 +84,19 @@ class Conn:
             first = direction not in self.seen
             self.seen.add(direction)
             s = h2.sniff(data)
+            q = self.pre.get(direction)
+            if s == "no" and q and sum(len(d) for d, _ in q) < len(h2.PREFACE):
+                # a preface split across reads (q holds every chunk since the first while undecided)
+                joined = b"".join(d for d, _ in q) + data
+                if h2.sniff(joined) == "preface":
+                    del self.pre[direction]
+                    return self._to_h2(direction, joined, ts_ns, exact=True)
             if s == "preface" or s == "frames":
                 return self._to_h2(direction, data, ts_ns, exact=s == "preface" and first)
-            if p.state == "detect" or s is None:
-                q = self.pre.setdefault(direction, [])
-                q.append((data, ts_ns))
-                while sum(len(d) for d, _ in q) > SNIFF_KEEP:
-                    q.pop(0)
+            q = self.pre.setdefault(direction, [])
+            q.append((data, ts_ns))
+            while len(q) > 1 and sum(len(d) for d, _ in q) > SNIFF_KEEP:
+                q.pop(0)
             msgs = p.feed(data, ts_ns)
             if p.state not in ("detect", "not-http"):
                 self.pre.pop(direction, None)

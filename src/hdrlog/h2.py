@@ -61,6 +61,7 @@ _FLAGS = (0x09, 0x2D, 0x00, 0x00, 0x01, 0x0C, 0x01, 0x00, 0x00, 0x04)
 MAX_BLOCK = 256 * 1024  # header block (HEADERS + CONTINUATIONs) kept before it is cut as truncated
 MAX_FRAME_BUFFER = 1 << 20  # a non-DATA frame longer than this means we lost sync
 MAX_STREAMS = 1024  # streams remembered per connection for pairing (oldest forgotten first)
+MAX_HELD = 32  # messages per connection held for their bodies (MCP); beyond, they go out without
 DEFAULT_TABLE = 4096
 OPEN_TABLE = 65536  # table bound used while the real one is unknown (attached mid-connection)
 MAX_TABLE = 1 << 20  # memory cap per decoder, whatever the peer announces
@@ -417,6 +418,7 @@ class H2Conn:
         self.parsers = {d: H2Parser(self, d) for d in ("in", "out")}
         self.unpaired = 0
         self.dropped_blocks = 0  # header blocks whose kind could not be told (nothing emitted)
+        self.held = 0  # messages held for their bodies
 
     @property
     def role(self) -> str | None:
@@ -597,6 +599,10 @@ class H2Parser:
             length = (hi << 16) | lo
             sid &= 0x7FFFFFFF
             if t == DATA:
+                if not sid:
+                    self.errors += 1
+                    self._lose_sync()
+                    return
                 pos += 9
                 self.frames += 1
                 self._dsid = sid
@@ -836,6 +842,8 @@ class H2Parser:
         s.msg[d] = msg
         hook = conn.body_hook
         sink = hook(msg) if hook is not None and not trailers else None
+        if sink is not None and not end_stream and conn.held >= MAX_HELD:
+            sink = None  # bound memory: this one goes out without its body's MCP fields
         if sink is not None:
             if end_stream:
                 sink.finish(True)
@@ -844,6 +852,7 @@ class H2Parser:
                     s.sink, s.held = {}, {}
                 s.sink[d] = sink
                 s.held[d] = msg
+                conn.held += 1
                 if end_stream:
                     self._end_stream(sid)
                 return
@@ -858,6 +867,8 @@ class H2Parser:
             return
         msg = s.held.pop(d, None)
         sink = s.sink.pop(d, None)
+        if msg is not None:
+            self.conn.held -= 1
         if sink is not None and complete is not None:
             sink.finish(complete)
         if msg is not None:
