@@ -329,3 +329,23 @@ def test_fixture_mcp_sdk_over_uvicorn():
     assert {r["method"] for r in reqs} == {"POST", "GET", "DELETE"}
     text = json.dumps(recs)
     assert "secret-arg-7f3e" not in text and "secret-result-9d2c" not in text
+
+
+def test_http1_gap_inside_a_held_body():
+    """Bytes lost inside a Content-Length body: the message goes out (mcp marked truncated), framing holds
+    and the next request parses; lost bytes in a chunked body make the parser resynchronise."""
+    hook = Mcp()
+    p = Http1Parser(body=hook)
+    body = json.dumps(rpc("tools/call", 1, name="t", arguments={"x": "y" * 2000})).encode()
+    msg = post(body)
+    head = msg[:len(msg) - len(body)]
+    out = p.feed(head + body[:100], 1)
+    assert out == []
+    out = p.gap(1000, 2)
+    assert len(out) == 1 and out[0].extra["mcp"]["tool"] == "t" and out[0].extra["mcp"]["truncated"] is True
+    out = p.feed(body[1100:] + b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n", 3)
+    assert [m.path for m in out] == ["/after"]
+    p2 = Http1Parser(body=Mcp())
+    chunked = post(body, chunked=True)
+    out = p2.feed(chunked[:400], 1) + p2.gap(50, 2) + p2.feed(chunked[450:] + b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n", 3)
+    assert [m.path for m in out] == ["/mcp", "/after"] and out[0].extra["mcp"]["truncated"] is True
