@@ -16,13 +16,9 @@ from collections import deque
 
 from hdrlog.errors import HdrlogError
 from hdrlog.sinks import JsonlSink, PrettySink, open_private
+from hdrlog.stats import mcp_items
 
 # ---------------------------------------------------------------------------------------- filters
-
-
-def _mcp(rec: dict):
-    m = rec.get("mcp")
-    return m if isinstance(m, dict) or (isinstance(m, list) and m) else None
 
 
 def parse_status(spec: str) -> tuple[int, int]:
@@ -80,7 +76,7 @@ class Filter:
     def match(self, rec: dict) -> bool:
         if rec.get("type") != "http":
             return True
-        if self.mcp and _mcp(rec) is None:
+        if self.mcp and not mcp_items(rec):
             return False
         if rec.get("kind") == "response":
             req = rec.get("request") or {}

@@ -10,6 +10,8 @@ import time
 
 import orjson
 
+from hdrlog.stats import mcp_is_error, mcp_items
+
 _DUMPS = orjson.dumps
 _NL = orjson.OPT_APPEND_NEWLINE
 
@@ -65,10 +67,7 @@ _C = {"dim": "\033[2m", "bold": "\033[1m", "green": "\033[32m", "yellow": "\033[
 def mcp_label(req: dict | None, resp: dict | None) -> tuple[str, bool] | None:
     """("tools/call search", is_error) from an exchange's "mcp" objects (mcp.py: one summary or a list; a
     response carries its request's method/tool and "error" (the JSON-RPC code) or "is_error"), or None."""
-    items = []
-    for r in (req, resp):
-        m = (r or {}).get("mcp")
-        items += [x for x in (m if isinstance(m, list) else [m]) if isinstance(x, dict)]
+    items = [m for r in (req, resp) if r for m in mcp_items(r)]
     if not items:
         return None
     names = []
@@ -76,7 +75,7 @@ def mcp_label(req: dict | None, resp: dict | None) -> tuple[str, bool] | None:
         label = " ".join(str(m[k]) for k in ("method", "tool", "resource", "prompt") if m.get(k))
         if label and label not in names:
             names.append(label)
-    errs = [m for m in items if "error" in m or m.get("is_error")]
+    errs = [m for m in items if mcp_is_error(m)]
     text = ", ".join(names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "") or "mcp"
     if errs:
         code = next((m["error"] for m in errs if isinstance(m.get("error"), int)), None)
