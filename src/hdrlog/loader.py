@@ -129,7 +129,11 @@ class ProbeSet:
     # -- processes -------------------------------------------------------------------------------
     def plan(self, library: TlsLibrary, path: str, symbols: dict) -> list[Site]:
         """Where every uprobe of `library` goes in the file at `path` (placement.py), memoised per file."""
-        key = (library.name, path, os.stat(path).st_ino, tuple(sorted((n, s.offset) for n, s in symbols.items())))
+        try:
+            ino = os.stat(path).st_ino
+        except OSError as exc:  # /proc/PID/root/... vanished with its process
+            raise HdrlogError(f"cannot read {path}: {exc.strerror}; did the process exit?") from None
+        key = (library.name, path, ino, tuple(sorted((n, s.offset) for n, s in symbols.items())))
         sites = self._plans.get(key)
         if sites is None:
             with ElfFile(path) as elf:
@@ -152,7 +156,7 @@ class ProbeSet:
                 ev = self.bpf._get_uprobe_evname(b"r" if attach_type else b"p", bpath, site.offset, pid)
                 fd = libbcc.lib.bpf_attach_uprobe(fn.fd, attach_type, ev, bpath, site.offset, pid)
                 if fd < 0:
-                    if not os.path.exists(f"/proc/{pid}"):
+                    if _exited(pid):
                         raise HdrlogError(f"process {pid} exited while hdrlog was attaching to it.")
                     raise HdrlogError(
                         f"the kernel refused a uprobe on {site.symbol} ({site.where}) in {path} for process "
@@ -168,6 +172,8 @@ class ProbeSet:
         return done
 
     def _detach_list(self, probes: list[AttachedProbe]) -> None:
+        # Each close waits for the kernel to unregister its uprobe (~0.1 s per probe measured on 6.18,
+        # serialised in the kernel: closing in parallel threads gained only ~10%).
         for p in probes:
             try:
                 self.bpf.detach_uprobe_event(p.ev_name)
@@ -213,3 +219,13 @@ class ProbeSet:
         if reader is not None:
             reader.close()
         self.bpf.cleanup()
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie (whose /proc/PID still exists)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+

@@ -77,10 +77,15 @@ class RingReader:
         return self.consume()
 
     def close(self) -> None:
-        self._view.release()
         self._ep.close()
-        self._data.close()
-        self._cons.close()
+        try:
+            self._view.release()
+            self._data.close()
+            self._cons.close()
+        except BufferError:
+            # a slice is still referenced (e.g. by the traceback of a callback that raised): leave the
+            # mappings to the garbage collector rather than hide that exception behind this one
+            pass
 
 
 def ring_size(bpf_table) -> int:
