@@ -151,17 +151,22 @@ static __always_inline __u64 hdrlog_wakeup_flags(void)
 	return (*v % HDRLOG_WAKEUP_EVERY) == 0 ? 2 /* BPF_RB_FORCE_WAKEUP */ : 1 /* BPF_RB_NO_WAKEUP */;
 }
 
-static __always_inline void hdrlog_submit(struct hdrlog_buf *b, __u64 size)
+static __always_inline void hdrlog_submit_flags(struct hdrlog_buf *b, __u64 size, __u64 flags)
 {
-	if (events.ringbuf_output(b, size, hdrlog_wakeup_flags()) == 0)
+	if (events.ringbuf_output(b, size, flags) == 0)
 		hdrlog_count(HDRLOG_STAT_EMITTED, 1);
 	else
 		hdrlog_note_lost(b->h.pid, b->h.conn, b->h.cap);
 }
 
+static __always_inline void hdrlog_submit(struct hdrlog_buf *b, __u64 size)
+{
+	hdrlog_submit_flags(b, size, hdrlog_wakeup_flags());
+}
+
 /* an event without data (handshake, close, link) */
 static __always_inline void hdrlog_emit_meta(__u64 id, __u64 conn, __u8 kind, __u8 fn, __u8 attr,
-					     struct hdrlog_tuple *t)
+					     struct hdrlog_tuple *t, int wake_now)
 {
 	__u32 zero = 0;
 	struct hdrlog_buf *b = scratch.lookup(&zero);
@@ -174,7 +179,7 @@ static __always_inline void hdrlog_emit_meta(__u64 id, __u64 conn, __u8 kind, __
 	else
 		__builtin_memset(&b->h.tuple, 0, sizeof(b->h.tuple));
 	b->h.lost = hdrlog_take_lost(b->h.pid, conn);
-	hdrlog_submit(b, sizeof(b->h));
+	hdrlog_submit_flags(b, sizeof(b->h), wake_now ? 2 /* BPF_RB_FORCE_WAKEUP */ : hdrlog_wakeup_flags());
 }
 
 /* plaintext of one completed TLS call, in chunks of at most HDRLOG_CHUNK bytes */
@@ -257,7 +262,7 @@ static __always_inline void hdrlog_on_sock(void *sk, __u16 family, __u16 protoco
 	if (pending) {
 		__u64 conn = *pending;
 		send_pending.delete(&id);
-		hdrlog_emit_meta(id, conn, HDRLOG_EV_LINK, 0, HDRLOG_ATTR_SEND_AFTER, &t);
+		hdrlog_emit_meta(id, conn, HDRLOG_EV_LINK, 0, HDRLOG_ATTR_SEND_AFTER, &t, 0);
 	}
 }
 
@@ -270,5 +275,17 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
 	hdrlog_on_sock(args->sk, args->family, args->protocol, 1);
+	return 0;
+}
+
+/* A traced process (an nginx master) forked: tell the consumer at once, so a new worker gets its probes
+ * within milliseconds instead of at the next /proc scan. Fires for threads too; the consumer filters. */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!targets.lookup(&tgid))
+		return 0;
+	hdrlog_emit_meta(id, (__u64)args->child_pid, HDRLOG_EV_FORK, 0, HDRLOG_ATTR_NONE, 0, 1);
 	return 0;
 }

@@ -15,6 +15,7 @@ enum hdrlog_kind {
 	HDRLOG_EV_HANDSHAKE = 2, /* TLS handshake step; carries the connection tuple if one was seen */
 	HDRLOG_EV_CLOSE = 3,     /* the TLS object is freed (its address may be reused afterwards) */
 	HDRLOG_EV_LINK = 4,      /* connection tuple learned outside a TLS call (memory-BIO servers) */
+	HDRLOG_EV_FORK = 5,      /* a traced process cloned a task; conn = the child's pid (or thread id) */
 };
 
 /* which function produced it */

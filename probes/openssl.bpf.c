@@ -89,7 +89,7 @@ int ossl_handshake_return(struct pt_regs *ctx)
 	if (!c)
 		return 0;
 	if (c->attr != HDRLOG_ATTR_NONE)
-		hdrlog_emit_meta(id, c->conn, HDRLOG_EV_HANDSHAKE, HDRLOG_FN_SSL_DO_HANDSHAKE, c->attr, &c->tuple);
+		hdrlog_emit_meta(id, c->conn, HDRLOG_EV_HANDSHAKE, HDRLOG_FN_SSL_DO_HANDSHAKE, c->attr, &c->tuple, 0);
 	calls.delete(&id);
 	return 0;
 }
@@ -98,6 +98,6 @@ int ossl_handshake_return(struct pt_regs *ctx)
 int ossl_free_enter(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	hdrlog_emit_meta(id, PT_REGS_PARM1(ctx), HDRLOG_EV_CLOSE, HDRLOG_FN_SSL_FREE, HDRLOG_ATTR_NONE, 0);
+	hdrlog_emit_meta(id, PT_REGS_PARM1(ctx), HDRLOG_EV_CLOSE, HDRLOG_FN_SSL_FREE, HDRLOG_ATTR_NONE, 0, 0);
 	return 0;
 }

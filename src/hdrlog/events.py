@@ -20,6 +20,7 @@ class Kind(IntEnum):
     HANDSHAKE = 2
     CLOSE = 3
     LINK = 4
+    FORK = 5
 
 
 class Fn(IntEnum):

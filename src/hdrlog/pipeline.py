@@ -39,8 +39,10 @@ class EventRecorder:
 class Pipeline:
     def __init__(self, sink, redactor: Redactor, *, lib_of_pid: Callable[[int], str], max_bytes: int,
                  wall_offset_ns: int = events.WALL_OFFSET_NS, recorder: EventRecorder | None = None,
-                 tap: Callable[[Event, Tracker], None] | None = None, mcp_payloads: bool = False):
+                 tap: Callable[[Event, Tracker], None] | None = None, mcp_payloads: bool = False,
+                 on_fork: Callable[[int, int], None] | None = None):
         self.sink = sink
+        self.on_fork = on_fork  # (parent pid, child task id): a traced process forked (session rescans)
         self.tap = tap  # sees every decoded event after tracking (pcap.py, doctor's probe counters)
         self.redactor = redactor
         self.wall_offset_ns = wall_offset_ns
@@ -59,6 +61,10 @@ class Pipeline:
             ev = events.decode(raw, self.wall_offset_ns)
         except ValueError:
             self.decode_errors += 1
+            return
+        if ev.kind == events.Kind.FORK:
+            if self.on_fork is not None:
+                self.on_fork(ev.pid, ev.conn)
             return
         self.tracker.on_event(ev)
         if self.tap is not None:

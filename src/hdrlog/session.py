@@ -130,7 +130,7 @@ class Session:
             if self.opts.record_events:
                 self.recorder = EventRecorder(self.opts.record_events, {
                     "wall_offset_ns": events.WALL_OFFSET_NS, "max_bytes": self.opts.max_bytes, "libs": {}})
-            self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid,
+            self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid, on_fork=self._on_fork,
                                      max_bytes=self.opts.max_bytes, recorder=self.recorder,
                                      tap=self.opts.event_tap, mcp_payloads=self.opts.mcp_payloads)
             self.probeset.open(self.pipeline.on_raw)
@@ -214,6 +214,9 @@ class Session:
         return "openssl"
 
     # -- run -------------------------------------------------------------------------------------
+    def _on_fork(self, parent: int, child: int) -> None:
+        self._forked = True  # the kernel saw a traced process fork: rescan now, not at the next tick
+
     def _rescan(self) -> None:
         alive_roots = [r for r in self.roots if not _gone(r)]
         for pid in list(self.targets):
@@ -229,7 +232,9 @@ class Session:
                     if tls:
                         self._attach(pid, tls, strict=False)
                         if pid in self.targets:
-                            log(f"attached to new process {pid} ({self.targets[pid].comm})")
+                            log(f"attached to new process {pid} ({self.targets[pid].comm}) "
+                                f"{_age_ms(pid):.0f} ms after it started; its TLS traffic before that is "
+                                f"not captured")
                     else:
                         self._skipped.add(pid)
 
@@ -246,6 +251,7 @@ class Session:
         self._skipped: set[int] = set()
         deadline = time.monotonic() + self.opts.duration if self.opts.duration else None
         next_scan = time.monotonic() + self.opts.scan_interval_s
+        self._forked = False
         try:
             while not self.stop.is_set():
                 self.probeset.poll(self.opts.poll_ms)
@@ -253,7 +259,8 @@ class Session:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
-                if now >= next_scan:
+                if now >= next_scan or self._forked:
+                    self._forked = False
                     next_scan = now + self.opts.scan_interval_s
                     self._check_loss(self.probeset.stats())
                     self._rescan()
@@ -301,6 +308,19 @@ class Session:
             f"{counts['truncated_calls']} calls beyond --max-bytes, {counts['gaps']} gaps"
             + (f"; {st['calls_full']} TLS calls not followed (in-flight table full)" if st.get("calls_full") else "")
         )
+
+
+def _age_ms(pid: int) -> float:
+    """How long ago pid started, from its start time in clock ticks since boot (psutil's create_time is
+    anchored to a whole-second boot time, so it can be off by up to a second)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return max(0.0, (uptime - start_ticks / os.sysconf("SC_CLK_TCK")) * 1000)
 
 
 def _is_zombie(pid: int) -> bool:
