@@ -349,3 +349,14 @@ def test_http1_gap_inside_a_held_body():
     chunked = post(body, chunked=True)
     out = p2.feed(chunked[:400], 1) + p2.gap(50, 2) + p2.feed(chunked[450:] + b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n", 3)
     assert [m.path for m in out] == ["/mcp", "/after"] and out[0].extra["mcp"]["truncated"] is True
+
+
+def test_inferred_tuple_of_a_closing_socket_is_ignored():
+    """uvicorn: a new connection's handshake can follow the previous connection's last recv on the same
+    thread, whose socket already released its local port ("127.0.0.1:0"); the next inference is used."""
+    f = Feed()
+    for local, peer in (("127.0.0.1:0", "127.0.0.1:41086"), ("127.0.0.1:8000", "127.0.0.1:41094")):
+        f.t.on_event(Event(f.ts, 7, 100, 100, 0, 0, 0, Kind.HANDSHAKE, 0, 0, Attr.RECV_BEFORE, local, peer, "srv",
+                           -1, b""))
+    c = f.t.conns[(100, 7)]
+    assert (c.local, c.peer, c.attribution) == ("127.0.0.1:8000", "127.0.0.1:41094", "recv-before")

@@ -124,6 +124,10 @@ class Conn:
         if ev.peer is None:
             return
         strength = _STRENGTH.get(ev.attr, 0)
+        if strength < 2 and ev.local is not None and ev.local.endswith(":0"):
+            # inferred from a socket being torn down (local port already released): seen with uvicorn,
+            # whose next TLS handshake runs right after the previous connection's last recv
+            return
         if strength == 2 or strength > _STRENGTH.get(self.attr, 0):
             self.local, self.peer, self.attr = ev.local, ev.peer, ev.attr
 
