@@ -181,3 +181,47 @@ def test_with_http1_parser_pipelined_head():
     assert [m.request.path for m in paired] == ["/a", "/b", "/c"]
     assert [m.latency_ms for m in paired] == [2.0, 2.0, 2.0]
     assert down.errors == 0 and pr.role == "server"
+
+
+def _tracker_run(chunks):
+    from hdrlog.conntrack import Tracker
+    from hdrlog.events import Attr, Dir, Event, Kind
+    from hdrlog.mcp import Mcp
+
+    out = []
+    t = Tracker(lambda c, d, m, ev: out.append(m), lib_of_pid=lambda p: "openssl", body_hook=Mcp())
+    for i, (d, data) in enumerate(chunks):
+        t.on_event(Event(ts_ns=i + 1, conn=1, pid=1, tid=1, length=len(data), offset=0, lost=0,
+                         kind=Kind.DATA, fn=1, dir=d, attr=Attr.IN_CALL, local="127.0.0.1:1",
+                         peer="127.0.0.1:2", comm="x", fd=-1, data=data))
+    return out
+
+
+POST_JSON = (b"POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 23\r\n\r\n")
+BODY = b'{"item":"book","qty":2}'
+
+
+def test_response_before_request_body_still_pairs():
+    """nginx `return 200` answers a POST before reading its body: the request (held for its JSON body by
+    the MCP hook) must be paired with that response, and emitted before it."""
+    from hdrlog.events import Dir
+
+    msgs = _tracker_run([(Dir.IN, POST_JSON), (Dir.OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+                         (Dir.IN, BODY), (Dir.IN, b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"),
+                         (Dir.OUT, b"HTTP/1.1 204 No Content\r\n\r\n")])
+    assert [(m.kind, m.method or m.status) for m in msgs] == [
+        ("request", "POST"), ("response", 200), ("request", "GET"), ("response", 204)]
+    assert msgs[1].request is msgs[0] and msgs[3].request is msgs[2]
+
+
+def test_100_continue_does_not_release_the_held_request():
+    from hdrlog.events import Dir
+
+    msgs = _tracker_run([(Dir.IN, POST_JSON.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")),
+                         (Dir.OUT, b"HTTP/1.1 100 Continue\r\n\r\n"), (Dir.IN, BODY),
+                         (Dir.OUT, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")])
+    kinds = [(m.kind, m.method or m.status) for m in msgs]
+    assert kinds.index(("request", "POST")) < kinds.index(("response", 201))
+    final = next(m for m in msgs if m.status == 201)
+    assert final.request is not None and final.request.method == "POST"

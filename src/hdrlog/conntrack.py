@@ -193,7 +193,15 @@ class Tracker:
                 self._run(c, d, c.parser(d).gap(0, ev.ts_ns), ev)
             c.pairer.reset()  # pending requests may have lost their responses (or vice versa)
         if ev.data:
-            self._run(c, direction, c.feed(direction, ev.data, ev.ts_ns), ev)
+            msgs = c.feed(direction, ev.data, ev.ts_ns)
+            if msgs and c.h2 is None:
+                op = c.parsers.get("out" if direction == "in" else "in")
+                if op is not None and op.state == "body" and any(
+                        m.kind == "response" and (m.status or 0) >= 200 for m in msgs):
+                    # a final response to a request still held for its body (nginx answers before
+                    # reading a POST body): the request goes to pairing first (not for 100 Continue)
+                    self._run(c, "out" if direction == "in" else "in", op.release_held(), ev)
+            self._run(c, direction, msgs, ev)
         end = ev.offset + len(ev.data)
         final = end >= ev.length or len(ev.data) < CHUNK or end >= self.max_bytes
         if final and end < ev.length:

@@ -587,6 +587,16 @@ class Http1Parser:
         self._bmode, self._brem, self._cstate, self._cline = mode, length, "size", b""
         return True
 
+    def release_held(self) -> list[HttpMessage]:
+        """Hand over a message held for its body now: the other direction answered before the body ended
+        (nginx answers `return 200` before reading a POST body), and pairing must see the request first.
+        The rest of the body is still framed, no longer collected; the hook decodes what it has."""
+        if self._held is None:
+            return []
+        self._out = out = []
+        self._release(False)
+        return out
+
     def _release(self, complete: bool | None) -> None:
         """Return the held message: body complete (True), cut (False) or no longer wanted (None)."""
         msg, sink = self._held, self._sink
