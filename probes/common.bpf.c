@@ -182,8 +182,10 @@ static __always_inline void hdrlog_emit_meta(__u64 id, __u64 conn, __u8 kind, __
 	hdrlog_submit_flags(b, sizeof(b->h), wake_now ? 2 /* BPF_RB_FORCE_WAKEUP */ : hdrlog_wakeup_flags());
 }
 
-/* plaintext of one completed TLS call, in chunks of at most HDRLOG_CHUNK bytes */
-static __always_inline void hdrlog_emit_data(__u64 id, struct hdrlog_call *c, __u64 len, __u8 dir)
+/* plaintext of one completed TLS call, in chunks of at most HDRLOG_CHUNK bytes; fd when the probe knows
+ * the connection's descriptor (Go), else -1 */
+static __always_inline void hdrlog_emit_data_fd(__u64 id, struct hdrlog_call *c, __u64 len, __u8 dir,
+						__s32 fd)
 {
 	__u32 zero = 0;
 	struct hdrlog_buf *b = scratch.lookup(&zero);
@@ -192,6 +194,7 @@ static __always_inline void hdrlog_emit_data(__u64 id, struct hdrlog_call *c, __
 	hdrlog_fill(&b->h, id, c->conn, HDRLOG_EV_DATA, c->fn, dir);
 	b->h.len = (__u32)len;
 	b->h.attr = c->attr;
+	b->h.fd = fd;
 	__builtin_memcpy(&b->h.tuple, &c->tuple, sizeof(c->tuple));
 	b->h.lost = hdrlog_take_lost(b->h.pid, c->conn);
 #pragma unroll
@@ -213,6 +216,11 @@ static __always_inline void hdrlog_emit_data(__u64 id, struct hdrlog_call *c, __
 		hdrlog_submit(b, sizeof(b->h) + n);
 		b->h.lost = 0;
 	}
+}
+
+static __always_inline void hdrlog_emit_data(__u64 id, struct hdrlog_call *c, __u64 len, __u8 dir)
+{
+	hdrlog_emit_data_fd(id, c, len, dir, -1);
 }
 
 /* entry of a TLS call: remember it for the return probe and for socket tracepoints */

@@ -218,40 +218,6 @@ int go_read_enter(struct pt_regs *ctx)
 	return 0;
 }
 
-/* plaintext of one completed call (hdrlog_emit_data with the fd) */
-static __always_inline void go_emit_data(__u64 id, struct hdrlog_call *c, __u64 len, __u8 dir, __s32 fd)
-{
-	__u32 zero = 0;
-	struct hdrlog_buf *b = scratch.lookup(&zero);
-	if (!b)
-		return;
-	hdrlog_fill(&b->h, id, c->conn, HDRLOG_EV_DATA, c->fn, dir);
-	b->h.len = (__u32)len;
-	b->h.attr = c->attr;
-	b->h.fd = fd;
-	__builtin_memcpy(&b->h.tuple, &c->tuple, sizeof(c->tuple));
-	b->h.lost = hdrlog_take_lost(b->h.pid, c->conn);
-#pragma unroll
-	for (int i = 0; i < HDRLOG_MAX_CHUNKS; i++) {
-		__u64 off = (__u64)i * HDRLOG_CHUNK;
-		if (off >= len)
-			break;
-		__u64 n = len - off;
-		if (n > HDRLOG_CHUNK)
-			n = HDRLOG_CHUNK;
-		if (off + n > HDRLOG_MAX_BYTES)
-			n = HDRLOG_MAX_BYTES - off;
-		if (n > HDRLOG_CHUNK) /* restated for the verifier */
-			n = HDRLOG_CHUNK;
-		if (bpf_probe_read_user(b->data, n, (void *)(c->buf + off)) != 0)
-			n = 0; /* page not resident: the header still tells len */
-		b->h.offset = (__u32)off;
-		b->h.cap = (__u32)n;
-		hdrlog_submit(b, sizeof(b->h) + n);
-		b->h.lost = 0;
-	}
-}
-
 /* (*Conn).Write: the plaintext is in the caller's buffer at entry; emitted now, before it reaches the socket */
 int go_write_enter(struct pt_regs *ctx)
 {
@@ -271,7 +237,7 @@ int go_write_enter(struct pt_regs *ctx)
 	__s64 len = (__s64)ctx->cx;
 	if (len <= 0)
 		return 0;
-	go_emit_data(id, &c, (__u64)len, HDRLOG_DIR_OUT, fd);
+	hdrlog_emit_data_fd(id, &c, (__u64)len, HDRLOG_DIR_OUT, fd);
 	return 0;
 }
 
@@ -300,7 +266,7 @@ static __always_inline int go_read_return_unseen(struct pt_regs *ctx, __u64 id)
 	c.buf = args[1];
 	c.fn = HDRLOG_FN_GO_READ;
 	go_fd_tuple(id >> 32, fd, &c);
-	go_emit_data(id, &c, (__u64)rc, HDRLOG_DIR_IN, fd);
+	hdrlog_emit_data_fd(id, &c, (__u64)rc, HDRLOG_DIR_IN, fd);
 	return 0;
 }
 
@@ -338,7 +304,7 @@ int go_read_return(struct pt_regs *ctx)
 	__u64 n = (__u64)rc;
 	if (n > c.lenp)
 		n = c.lenp;
-	go_emit_data(id, &c, n, HDRLOG_DIR_IN, fd);
+	hdrlog_emit_data_fd(id, &c, n, HDRLOG_DIR_IN, fd);
 	return 0;
 }
 
