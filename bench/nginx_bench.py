@@ -505,6 +505,10 @@ def part_throughput(env: Env, a) -> dict:
                "rps_all": [round(r["rps"]) for r in rs]}
         if not probe:
             row["ratio"] = 1.0
+        if cond == "hdrlog-paced" and rs:
+            near = min(rs, key=lambda r: abs(r["msgs_per_s"] - 20000))
+            row["nearest_20k"] = {"msgs_per_s": near["msgs_per_s"], "consumer_cpu_us_per_msg": near["consumer_cpu_us_per_msg"],
+                                  "paced_connections": near["paced_connections"], "lost_events": near["lost_events"]}
         rows.append(row)
     return {"setup": {"nginx": "1 worker pinned to CPU 0, TLS 1.3, keep-alive, return 200",
                       "wrk": f"1 thread, {a.connections} connections, CPU 1, {a.seconds}s per run",
@@ -544,6 +548,7 @@ CEILING_STEPS = [
     ("open-2", 2, None, ()),
     ("open-4", 4, None, ()),
     ("open-16", 16, None, ()),
+    ("open-16-16m", 16, None, (), ["--ringbuf-mb", "16"]),  # a 16 MiB ring: more slack for scheduling hiccups
     ("pipeline-4", 16, "pipeline.lua", (4,)),
     ("pipeline-16", 16, "pipeline.lua", (16,)),
 ]
@@ -633,7 +638,8 @@ def print_ceiling(c: dict) -> None:
     print(f"{'step':12s} {'hdrlog':>16s} {'served msg/s':>12s} {'captured msg/s':>14s} {'cons CPU':>8s} {'rq wait':>7s} "
           f"{'µs/msg':>6s} {'ev/msg':>6s} {'lost(summary)':>13s} {'lost(loss recs)':>15s} {'missing msgs':>12s}")
     for s in c["steps"] + c["beyond"]:
-        how = (" ".join(s["hdrlog_args"]).replace("--ringbuf-pages ", "pages=") or "4MiB") + f" cpu{s['hdrlog_cpus']}"
+        how = (" ".join(s["hdrlog_args"]).replace("--ringbuf-pages ", "pages=").replace("--ringbuf-mb ", "MiB=")
+               or "4MiB") + f" cpu{s['hdrlog_cpus']}"
         print(f"{s['label']:12s} {how:>16s} {s['served_msgs_per_s']:12.0f} {s['msgs_per_s']:14.0f} "
               f"{100 * s['consumer_cpu_share']:7.0f}% {100 * s['consumer_runqueue_wait_share']:6.0f}% "
               f"{s['consumer_cpu_us_per_msg']:6.1f} {s['events_per_msg']:6.2f} {s['lost_events']:13d} "
@@ -829,10 +835,12 @@ def targets(rep: dict) -> list[dict]:
             add("zero loss at saturation", f"{h['lost_events']} lost events", "0", h["lost_events"] == 0,
                 f"{h['lost_events']} events")
         p = rows.get("hdrlog-paced")
-        if p and p["consumer_cpu_us_per_msg"] is not None:
-            v = p["consumer_cpu_us_per_msg"]
-            add("consumer CPU per message at 20k msg/s", f"{v:.1f} µs at {p['msgs_per_s']:.0f} msg/s", "≤ 8 µs",
-                v <= 8, f"{v - 8:+.1f} µs")
+        if p and p.get("nearest_20k"):
+            n = p["nearest_20k"]
+            v = n["consumer_cpu_us_per_msg"]
+            add("consumer CPU per message at 20k msg/s", f"{v:.1f} µs at {n['msgs_per_s']:.0f} msg/s", "≤ 8 µs",
+                v <= 8, f"{v - 8:+.1f} µs", f"paced run nearest 20k msg/s; median of all paced runs "
+                f"{p['consumer_cpu_us_per_msg']:.1f} µs")
     c = rep.get("ceiling")
     if c:
         v = c["max_lossless_msgs_per_s"] or 0
@@ -876,7 +884,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds (default 3)")
     ap.add_argument("--connections", type=int, default=16, help="wrk connections, throughput (default 16)")
     ap.add_argument("--conditions", default=",".join(CONDITIONS), help="throughput conditions to run")
-    ap.add_argument("--paced-connections", type=int, default=24,
+    ap.add_argument("--paced-connections", type=int, default=32,
                     help="wrk connections for hdrlog-paced's first round (then adjusted toward 20k msg/s)")
     ap.add_argument("--ceiling-seconds", type=int, default=3, help="wrk seconds per ceiling step (default 3)")
     ap.add_argument("--no-beyond", action="store_true", help="ceiling: skip the forced-loss steps")
