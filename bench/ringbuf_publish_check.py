@@ -5,7 +5,8 @@
 
 A trivial producer (a tracepoint on getppid(), 96-byte records, ~19k/s from a process on CPU 0) writes
 into a BPF ring buffer of --pages pages; hdrlog.ringbuf.RingReader consumes it on CPU 1, as is
-("struct.pack_into") and with the consumer position published by one 8-byte store ("8-byte store").
+with the consumer position published byte by byte as its first version did ("struct.pack_into") and as
+it does now, by one 8-byte store through a native memoryview ("8-byte store").
 Records the kernel refused are counted in the BPF program. CPython's struct.pack_into first zeroes the
 destination (s_pack_internal: memset) and then writes the bytes, so the kernel can read consumer_pos
 as 0 for an instant and refuse a reservation as if the ring were full, once more than the ring's size has
@@ -58,22 +59,23 @@ def run(pages: int, seconds: float, atomic: bool) -> dict:
     t = b["events"]
     got = [0]
     reader = ringbuf.RingReader(t.map_fd, int(t.max_entries), lambda v: got.__setitem__(0, got[0] + 1))
-    if atomic:
-        cell = ct.c_uint64.from_buffer(reader._cons)
-        orig_pack = ringbuf._U64.pack_into
+    if not atomic:
+        # the reader's first version: consumer_pos published with struct.pack_into("<Q") (zeroes, then
+        # writes byte by byte), kept here to show why the reader now uses one 8-byte store
+        import struct
 
-        class U64:  # the reader's struct, with pack_into on the consumer page replaced by one store
-            size = 8
-            unpack_from = staticmethod(ringbuf._U64.unpack_from)
+        class BytewisePos:
+            def __getitem__(self, i):
+                return struct.unpack_from("<Q", reader._cons, 0)[0]
 
-            @staticmethod
-            def pack_into(buf, off, v):
-                if buf is reader._cons and off == 0:
-                    cell.value = v
-                else:
-                    orig_pack(buf, off, v)
+            def __setitem__(self, i, v):
+                struct.pack_into("<Q", reader._cons, 0, v)
 
-        ringbuf._U64 = U64
+            def release(self):
+                pass
+
+        reader._cons_pos.release()
+        reader._cons_pos = BytewisePos()
     try:
         gen.stdin.write("go\n")
         gen.stdin.flush()
@@ -81,12 +83,8 @@ def run(pages: int, seconds: float, atomic: bool) -> dict:
             reader.poll(100)
         reader.consume()
     finally:
-        if atomic:
-            ringbuf._U64 = ringbuf.struct.Struct("<Q")
         st = b["st"]
         ok, dropped = sum(st[ct.c_int(0)]), sum(st[ct.c_int(1)])
-        if atomic:
-            del cell  # release the export before the reader unmaps
         reader.close()
         b.cleanup()
     return {"emitted": ok, "dropped": dropped, "consumed": got[0]}

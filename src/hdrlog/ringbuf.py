@@ -20,7 +20,6 @@ from collections.abc import Callable
 BUSY = 1 << 31
 DISCARD = 1 << 30
 HDR = 8
-_U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
 
@@ -35,6 +34,12 @@ class RingReader:
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._data = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._view = memoryview(self._data)
+        # The positions are read and written as single aligned 8-byte accesses through native-format
+        # memoryviews: struct.pack_into/unpack_from with "<Q" go byte by byte (pack_into even zeroes the
+        # field first), so the kernel could read a torn consumer position and refuse writes as if the ring
+        # were full, and we could read a torn producer position.
+        self._cons_pos = memoryview(self._cons).cast("B").cast("Q")
+        self._prod_pos = self._view[:8].cast("Q")
         self._base = page  # data area begins after the producer page
         self._ep = select.epoll()
         self._ep.register(map_fd, select.EPOLLIN)
@@ -44,8 +49,8 @@ class RingReader:
     def consume(self) -> int:
         """Hand every committed record to the callback; returns how many. The callback must not keep the
         memoryview beyond its call (the space is reused once the batch is released)."""
-        cons = _U64.unpack_from(self._cons, 0)[0]
-        prod = _U64.unpack_from(self._data, 0)[0]
+        cons = self._cons_pos[0]
+        prod = self._prod_pos[0]
         if cons >= prod:
             return 0
         view, base, mask, cb, unpack = self._view, self._base, self.mask, self.callback, _U32.unpack_from
@@ -62,7 +67,7 @@ class RingReader:
                     cb(view[off + HDR: off + HDR + length])
                     n += 1
         finally:
-            _U64.pack_into(self._cons, 0, cons)  # publish: the producer may reuse the space now
+            self._cons_pos[0] = cons  # publish (one 8-byte store): the producer may reuse the space now
         self.records += n
         self.batches += 1
         return n
@@ -79,6 +84,8 @@ class RingReader:
     def close(self) -> None:
         self._ep.close()
         try:
+            self._cons_pos.release()
+            self._prod_pos.release()
             self._view.release()
             self._data.close()
             self._cons.close()
