@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Consumer CPU per message, stage by stage, without a kernel: recorded events replayed at steady state.
+
+  .venv/bin/python bench/consumer_micro.py [--reps 5000] [--rounds 7] [--profile OUT.prof]
+
+One keep-alive exchange of fixtures/python_ssl_server_keepalive.events.jsonl (the GET /api/users request,
+its response header block and its body: 3 events, 2 messages, one secret header each way) is repeated
+--reps times on one connection, each copy with its own timestamps (50 µs apart), fed as memoryviews like
+ringbuf.RingReader hands them over. Each stage adds one layer to the previous one, so the difference
+between two lines is what that layer costs:
+
+  decode    events.decode only
+  track     + conntrack.Tracker (HTTP/1 parsing, pairing, MCP body hook), messages dropped
+  record    + records.http_record (redaction) via pipeline.Pipeline, records dropped
+  observe   + output.OutputSink with the default end-of-run statistics observer (stats.Stats)
+  full      + JsonlSink (orjson) onto /dev/null, flushed every 64 events: what `hdrlog attach
+              --output /dev/null` runs per message (no filter, stats on)
+  full-nostats  the same with --no-stats
+
+Rounds of all stages are interleaved; medians are printed (the machine may be shared: look at the load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from hdrlog import events  # noqa: E402
+from hdrlog.conntrack import Tracker  # noqa: E402
+from hdrlog.mcp import Mcp  # noqa: E402
+from hdrlog.output import OutputSink  # noqa: E402
+from hdrlog.pipeline import Pipeline  # noqa: E402
+from hdrlog.redact import Redactor  # noqa: E402
+from hdrlog.replay import read_events  # noqa: E402
+from hdrlog.sinks import JsonlSink  # noqa: E402
+from hdrlog.stats import Stats  # noqa: E402
+
+FIXTURE = ROOT / "fixtures" / "python_ssl_server_keepalive.events.jsonl"
+PICK = (1, 2, 3)  # GET request, response header block, response body (one connection)
+MSGS_PER_REP = 2
+FLUSH_EVERY = 64
+KEY = b"k" * 32  # a fixed redaction key: the bench must not depend on /var/lib/hdrlog
+
+
+def workload(reps: int) -> tuple[list[bytes], list[bytes], int]:
+    meta, raws = read_events(str(FIXTURE))
+    raws = list(raws)
+    wall = int(meta.get("wall_offset_ns", 0))
+    base = [bytes(raws[i]) for i in PICK]
+    ts0 = struct.unpack_from("<Q", base[0])[0]
+    out = []
+    t = ts0
+    for _ in range(reps):
+        for b in base:
+            r = bytearray(b)
+            struct.pack_into("<Q", r, 0, t)
+            t += 50_000
+            out.append(bytes(r))
+    handshake = bytes(raws[0])
+    return [handshake], out, wall
+
+
+class NullSink:
+    written = 0
+
+    def write(self, rec) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run_stage(stage: str, pre: list[bytes], raws: list[bytes], wall: int) -> float:
+    """Seconds of CPU (process time) for feeding `raws` through the stage."""
+    redactor = Redactor(key=KEY)
+    sink = None
+    if stage == "decode":
+        decode = events.decode
+
+        def feed(mv):
+            decode(mv, wall)
+    elif stage == "track":
+        tracker = Tracker(lambda *a: None, lib_of_pid=lambda pid: "openssl", max_bytes=16384, body_hook=Mcp())
+        decode, on_event = events.decode, tracker.on_event
+
+        def feed(mv):
+            on_event(decode(mv, wall))
+    else:
+        if stage == "record":
+            sink = NullSink()
+        elif stage == "observe":
+            sink = OutputSink(NullSink(), None, observers=[Stats(headers=False)])
+        elif stage == "full":
+            sink = OutputSink(JsonlSink("/dev/null"), None, observers=[Stats(headers=False)])
+        elif stage == "full-nostats":
+            sink = OutputSink(JsonlSink("/dev/null"), None, observers=[None])
+        else:
+            raise ValueError(stage)
+        pipe = Pipeline(sink, redactor, lib_of_pid=lambda pid: "openssl", max_bytes=16384, wall_offset_ns=wall)
+        feed = pipe.on_raw
+    for raw in pre:
+        feed(memoryview(raw))
+    views = [memoryview(r) for r in raws]
+    flush = sink.flush if sink is not None else (lambda: None)
+    t0 = time.process_time()
+    i = 0
+    for mv in views:
+        feed(mv)
+        i += 1
+        if i == FLUSH_EVERY:
+            i = 0
+            flush()
+    flush()
+    dt = time.process_time() - t0
+    if sink is not None:
+        sink.close()
+    return dt
+
+
+STAGES = ("decode", "track", "record", "observe", "full", "full-nostats")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--profile", metavar="OUT", help="cProfile one stage (--profile-stage, default full) once into OUT")
+    ap.add_argument("--profile-stage", default="full", choices=STAGES)
+    a = ap.parse_args()
+    pre, raws, wall = workload(a.reps)
+    msgs = a.reps * MSGS_PER_REP
+    stages = a.stages.split(",")
+    if a.profile:
+        import cProfile
+
+        cProfile.runctx("run_stage(a.profile_stage, pre, raws, wall)", globals(), locals(), a.profile)
+        import pstats
+
+        pstats.Stats(a.profile).sort_stats("tottime").print_stats(25)
+        return 0
+    load0 = os.getloadavg()
+    run_stage("full", pre, raws, wall)  # warm caches (imports, regexes, redaction cache)
+    times: dict[str, list[float]] = {s: [] for s in stages}
+    for _ in range(a.rounds):
+        for s in stages:
+            gc.collect()
+            times[s].append(run_stage(s, pre, raws, wall) / msgs * 1e6)
+    load1 = os.getloadavg()
+    print(f"consumer_micro: {a.reps} exchanges = {msgs} messages ({len(raws)} events) per run, {a.rounds} rounds, "
+          f"CPU µs per message (median, min–max); loadavg {load0[0]:.2f} -> {load1[0]:.2f}")
+    prev = None
+    for s in stages:
+        v = times[s]
+        med = statistics.median(v)
+        delta = "" if prev is None or s == "full-nostats" else f"  (+{med - prev:.2f})"
+        print(f"  {s:13s} {med:6.2f} µs/msg  ({min(v):.2f}–{max(v):.2f}){delta}")
+        if s != "full-nostats":
+            prev = med
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
