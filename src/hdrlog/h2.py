@@ -96,6 +96,8 @@ class HpackError(Exception):
 
 
 _HCACHE: dict[bytes, bytes] = {}  # recent Huffman strings (values such as dates repeat unindexed)
+_HCACHE_MAX_KEY = 256  # only short strings are cached: 4096 entries of up to a whole header block would
+# let a peer pin ~1 GiB (found by tests/test_fuzz.py's memory bound)
 
 
 def huffman_decode(data) -> bytes:
@@ -103,6 +105,8 @@ def huffman_decode(data) -> bytes:
     if r is not None:
         return r
     r = _huffman_decode(data)
+    if len(data) > _HCACHE_MAX_KEY:
+        return r
     if len(_HCACHE) >= 4096:
         _HCACHE.clear()
     _HCACHE[data] = r
@@ -680,6 +684,10 @@ class H2Parser:
             self.hpack.reset()
         if t == HEADERS or t == PUSH_PROMISE:
             if f & PADDED:
+                if a >= b:  # PADDED on an empty frame: no pad-length byte (data[a] is the next frame's)
+                    self.errors += 1
+                    self._lose_sync()
+                    return
                 pad = data[a]
                 a += 1
                 b -= pad

@@ -52,7 +52,7 @@ class Mcp:
         ctype = session = version = None
         mcp_hdr = False
         for n, v in msg.headers:
-            c = n[0]
+            c = n[:1]  # an HPACK literal may carry an empty name (found by tests/test_fuzz.py)
             if c == "c" or c == "C":
                 if len(n) == 12 and n.lower() == "content-type":
                     ctype = v
