@@ -59,6 +59,13 @@ class Conn:
         return self.pairer.role if self.h2 is None else self.h2.role
 
     @property
+    def non_http(self) -> bool:
+        """Carried data but no HTTP/1 or HTTP/2 message, and no parser found a message start (TLS used for
+        another protocol: SMTP, a custom RPC, random bytes); counted in the summary, never a record."""
+        return (bool(self.seen) and not self.messages and self.h2 is None
+                and all(p.state in ("detect", "not-http") for p in self.parsers.values()))
+
+    @property
     def attribution(self) -> str | None:
         return ATTRIBUTION.get(self.attr)
 
@@ -148,7 +155,7 @@ class Tracker:
         self.body_hook = body_hook  # e.g. hdrlog.mcp.Mcp(): bodies of MCP-looking messages only
         self.conns: dict[tuple[int, int], Conn] = {}
         self._ids = itertools.count(1)
-        self.counts = {"events": 0, "gaps": 0, "truncated_calls": 0, "closed": 0, "expired": 0}
+        self.counts = {"events": 0, "gaps": 0, "truncated_calls": 0, "closed": 0, "expired": 0, "non_http": 0}
         self.fds = FdSockets()  # tuples of events that only know the fd (Go)
 
     def _conn(self, ev: Event) -> Conn:
@@ -220,6 +227,12 @@ class Tracker:
     def _flush(self, c: Conn, ev: Event) -> None:
         for d, p in list(c.parsers.items()):
             self._run(c, d, p.close(ev.ts_ns), ev)
+        if c.non_http:
+            self.counts["non_http"] += 1
+
+    def non_http_connections(self) -> int:
+        """Closed connections that carried no HTTP, plus the open ones that have not so far."""
+        return self.counts["non_http"] + sum(1 for c in self.conns.values() if c.non_http)
 
     def expire(self, now_ns: int, force_oldest: bool = False) -> int:
         """Forget connections idle longer than the timeout (or the oldest tenth when over capacity)."""

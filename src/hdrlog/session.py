@@ -295,7 +295,8 @@ class Session:
             "summary", messages=total, messages_by_pid={str(k): v for k, v in pipe.messages_by_pid.items()},
             events=st.get("emitted", 0), lost_events=st.get("dropped", 0), truncated_messages=pipe.truncated,
             truncated_calls=counts["truncated_calls"], gaps=counts["gaps"],
-            untracked_calls=st.get("calls_full", 0), seconds=round(time.monotonic() - self.started, 3),
+            untracked_calls=st.get("calls_full", 0), non_http_connections=pipe.tracker.non_http_connections(),
+            seconds=round(time.monotonic() - self.started, 3),
         )
         try:
             self.sink.write(rec)
@@ -307,6 +308,8 @@ class Session:
             f"{st.get('dropped', 0)} lost; {pipe.truncated} truncated messages, "
             f"{counts['truncated_calls']} calls beyond --max-bytes, {counts['gaps']} gaps"
             + (f"; {st['calls_full']} TLS calls not followed (in-flight table full)" if st.get("calls_full") else "")
+            + (f"; {rec['non_http_connections']} connection(s) carried TLS data that is not HTTP"
+               if rec["non_http_connections"] else "")
         )
 
 
