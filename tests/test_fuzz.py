@@ -287,6 +287,7 @@ def test_mcp_bodies(objs, sse, cut_at, junk, nl):
     """JSON-RPC-ish objects as a JSON body or SSE events, cut anywhere and with junk appended: parse_sse,
     messages_from_body (truncated or not), _partial and summarize never raise."""
     texts = [json.dumps(o) for o in objs]
+    texts = [t for t in texts if len(t) < 100000]
     if sse:
         body = b"".join(b"event: message" + nl + b"data: " + t.encode() + nl + nl for t in texts)
     else:
@@ -603,3 +604,14 @@ def test_regression_huffman_cache_keeps_only_short_strings():
     hh._HCACHE.clear()
     assert hh.huffman_decode(code) == b"v" * 4000
     assert code not in hh._HCACHE
+
+
+def test_regression_mcp_huge_ints_and_deep_nesting_serialise():
+    """A JSON-RPC id or payload integer beyond 64 bits, or a payload nested 300 deep, made the record
+    unserialisable by orjson (the sinks' writer)."""
+    deep = "[" * 300 + "]" * 300
+    body = ('{"jsonrpc":"2.0","id":123456789012345678901234567890,"result":{"n":-9223372036854775809,'
+            '"deep":%s}}' % deep).encode()
+    for m in mcp.messages_from_body(body, False):
+        orjson.dumps(mcp.summarize(m, True))
+        assert mcp.summarize(m)["id"] == "123456789012345678901234567890"

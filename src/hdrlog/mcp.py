@@ -33,7 +33,29 @@ BODY_LIMIT = 256 * 1024
 SNIFF_BYTES = 512
 _RESOURCE_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 _SSE_LINE = re.compile(rb"\r\n|\r|\n")
-_DECODER = json.JSONDecoder()
+
+
+def _int(text: str):
+    """JSON integers beyond 64 bits stay text: orjson (the record writer) refuses them (found by fuzzing)."""
+    v = int(text)
+    return v if -(1 << 63) <= v < 1 << 64 else text
+
+
+_DECODER = json.JSONDecoder(parse_int=_int)
+_MAX_DEPTH = 64  # payload nesting kept in records (orjson refuses more than 254 levels)
+
+
+def _bounded(v, depth: int = 0):
+    """v with containers nested deeper than _MAX_DEPTH replaced by a marker (payloads only)."""
+    if isinstance(v, dict):
+        if depth >= _MAX_DEPTH:
+            return "<nested too deep>"
+        return {str(k): _bounded(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, list):
+        if depth >= _MAX_DEPTH:
+            return "<nested too deep>"
+        return [_bounded(x, depth + 1) for x in v]
+    return v
 _WS = " \t\r\n"
 
 
@@ -192,7 +214,7 @@ def messages_from_body(body: bytes, sse: bool, truncated: bool = False, report: 
         if not t:
             continue
         try:
-            obj = json.loads(t)
+            obj = _DECODER.decode(t)
         except ValueError:
             if truncated and i == len(texts) - 1:
                 obj = _partial(t)
@@ -290,7 +312,7 @@ def summarize(m: dict, payloads: bool = False) -> dict:
         code = err.get("code") if isinstance(err, dict) else None
         out["error"] = code if isinstance(code, int) and not isinstance(code, bool) else None
         if payloads and isinstance(err, dict) and "message" in err:
-            out["error_message"] = err["message"]
+            out["error_message"] = _bounded(err["message"])
     result = m.get("result")
     if isinstance(result, dict):
         if "isError" in result:
@@ -300,9 +322,9 @@ def summarize(m: dict, payloads: bool = False) -> dict:
             out["_version"] = pv
     if payloads:
         if "params" in m:
-            out["params"] = params
+            out["params"] = _bounded(params)
         if "result" in m:
-            out["result"] = result
+            out["result"] = _bounded(result)
     return out
 
 
