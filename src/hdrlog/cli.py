@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     # for tests: a ring buffer of N pages (overrides --ringbuf-mb), small enough to overflow on purpose
     a.add_argument("--ringbuf-pages", type=int, default=None, help=argparse.SUPPRESS)
     a.add_argument("--show-secrets", action="store_true", help="do not redact credentials (see below)")
+    _add_redact_arguments(a)
     a.add_argument("--no-follow", action="store_true", help="do not follow child processes of --pid")
     a.add_argument("--placement", choices=("auto", "entry"), default="auto",
                    help="auto (default): put each uprobe on an instruction the kernel emulates (or on the "
@@ -98,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Replay a raw event recording through the same pipeline as attach.")
     r.add_argument("file")
     r.add_argument("--format", choices=("jsonl", "pretty"), default="jsonl")
-    r.add_argument("--show-secrets", action="store_true")
+    r.add_argument("--show-secrets", action="store_true", help="do not redact credentials")
+    _add_redact_arguments(r)
     r.add_argument("--mcp-payloads", action="store_true", help="also log MCP tool arguments and results")
     r.add_argument("--pcap", metavar="FILE", help="also write the decrypted streams as pcapng (needs --show-secrets)")
     from hdrlog.output import add_filter_arguments
@@ -117,6 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_parser(sub)
     completion.add_parser(sub)
     return p
+
+
+def _add_redact_arguments(a) -> None:
+    a.add_argument("--redact", action="append", default=[], metavar="NAME",
+                   help="also redact the values of header NAME (any case; repeatable), on top of the default list")
+    a.add_argument("--redact-pattern", action="append", default=[], metavar="REGEX",
+                   help="also redact the values of headers whose name matches REGEX (searched, any case; "
+                   "repeatable), e.g. '^x-internal-'")
+
+
+def _redactor_options(args) -> dict:
+    """extra_names/extra_patterns for Redactor, the patterns checked before anything is attached."""
+    from hdrlog.redact import compile_patterns
+
+    try:
+        compile_patterns(args.redact_pattern)
+    except ValueError as exc:
+        raise HdrlogError(str(exc)) from None
+    return {"extra_names": tuple(args.redact), "extra_patterns": tuple(args.redact_pattern)}
 
 
 def _add_operator_arguments(a) -> None:
@@ -167,6 +188,7 @@ def cmd_attach(args) -> int:
         pages = args.ringbuf_pages
         if pages < 1 or pages & (pages - 1):
             raise HdrlogError(f"--ringbuf-pages must be a power of two (1, 2, 4, ...), not {pages}.")
+    redact = _redactor_options(args)
     from hdrlog import output, session as session_mod
     from hdrlog.stats import Stats
 
@@ -192,7 +214,8 @@ def cmd_attach(args) -> int:
         pids=args.pid, duration=args.duration, max_bytes=args.max_bytes, ringbuf_pages=pages,
         show_secrets=args.show_secrets, record_events=args.record_events, follow_children=not args.no_follow,
         placement=args.placement, verbose=args.verbose, event_tap=pcap.on_event if pcap else None,
-        mcp_payloads=args.mcp_payloads,
+        mcp_payloads=args.mcp_payloads, redact_names=redact["extra_names"],
+        redact_patterns=redact["extra_patterns"],
     )
     session = Session(opts, sink, stop=stop)
     if metrics:
@@ -256,10 +279,11 @@ def cmd_replay(args) -> int:
     from hdrlog.output import Filter, OutputSink
 
     _check_recording(args.file)
+    redact = _redactor_options(args)
     pcap = _pcap(args)
     sink = OutputSink(_sink(args.format, None, args), Filter.from_args(args))
     try:
-        replay(args.file, sink, Redactor(show_secrets=args.show_secrets), tap=pcap.on_event if pcap else None,
+        replay(args.file, sink, Redactor(show_secrets=args.show_secrets, **redact), tap=pcap.on_event if pcap else None,
                mcp_payloads=args.mcp_payloads)
     finally:
         sink.close()

@@ -188,6 +188,18 @@ def _read_or_create(path: str) -> bytes:
     return key
 
 
+def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern, ...]:
+    """``--redact-pattern`` regular expressions, searched (case-insensitively) in lowercased header names.
+    Raises ValueError with one sentence for an invalid one."""
+    out = []
+    for p in patterns:
+        try:
+            out.append(re.compile(p, re.IGNORECASE))
+        except re.error as exc:
+            raise ValueError(f"--redact-pattern {p!r} is not a valid regular expression ({exc}).") from None
+    return tuple(out)
+
+
 class Redactor:
     """Replaces secrets in header values and query strings by ``<redacted:XXXXXXXX>`` markers."""
 
@@ -196,10 +208,12 @@ class Redactor:
         *,
         show_secrets: bool = False,
         extra_names: Iterable[str] = (),
+        extra_patterns: Iterable[str] = (),
         key: bytes | None = None,
     ):
         self.show_secrets = show_secrets
         self.extra_names = frozenset(n.strip().lower() for n in extra_names if n.strip())
+        self.extra_patterns = compile_patterns(extra_patterns)
         if show_secrets:
             self._key = b""
         else:
@@ -221,6 +235,7 @@ class Redactor:
             r = (
                 low in SECRET_HEADERS
                 or low in self.extra_names
+                or any(p.search(low) for p in self.extra_patterns)
                 or _AUTHORIZATION_NAME.search(low) is not None
                 or (_SECRET_NAME.search(low) is not None and _NOT_SECRET_NAME.search(low) is None)
             )

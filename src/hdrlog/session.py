@@ -37,6 +37,8 @@ class Options:
     scan_interval_s: float = 0.5
     event_tap: object = None  # Pipeline tap: called with (event, tracker) for every decoded event (--pcap)
     mcp_payloads: bool = False  # --mcp-payloads: MCP tool arguments/results in records
+    redact_names: tuple = ()  # --redact NAME: extra secret header names
+    redact_patterns: tuple = ()  # --redact-pattern REGEX: header names matching it are secret
 
 
 # run before a diagnostic is written to stderr (the live view's status line erases itself)
@@ -126,7 +128,8 @@ class Session:
         self.probeset = ProbeSet(libs, settings)
         try:
             self._check_interrupted()
-            redactor = Redactor(show_secrets=self.opts.show_secrets)
+            redactor = Redactor(show_secrets=self.opts.show_secrets, extra_names=self.opts.redact_names,
+                                extra_patterns=self.opts.redact_patterns)
             if self.opts.record_events:
                 self.recorder = EventRecorder(self.opts.record_events, {
                     "wall_offset_ns": events.WALL_OFFSET_NS, "max_bytes": self.opts.max_bytes, "libs": {}})
