@@ -243,42 +243,12 @@ def cmd_attach(args) -> int:
     return 0
 
 
-def _check_recording(path: str) -> None:
-    """One sentence for a recording that cannot be read or has a damaged line (before any output)."""
-    import base64
-    import binascii
-
-    import orjson
-
-    try:
-        with open(path, "rb") as f:
-            first = f.readline()
-            try:
-                meta = orjson.loads(first)
-            except orjson.JSONDecodeError:
-                meta = None
-            if not isinstance(meta, dict) or meta.get("type") != "hdrlog-events":
-                return  # replay.read_events explains that one
-            for n, line in enumerate(f, 2):
-                if not line.strip():
-                    continue
-                try:
-                    base64.b64decode(orjson.loads(line)["raw"], validate=True)
-                except (orjson.JSONDecodeError, binascii.Error, KeyError, TypeError):
-                    raise HdrlogError(
-                        f"{path} line {n} is not a recorded event (the recording is damaged)."
-                    ) from None
-    except OSError as exc:
-        raise HdrlogError(f"cannot read {path}: {exc.strerror or exc}.") from None
-
-
 def cmd_replay(args) -> int:
     from hdrlog.redact import Redactor
-    from hdrlog.replay import replay
-
     from hdrlog.output import Filter, OutputSink
+    from hdrlog.replay import check_recording, replay
 
-    _check_recording(args.file)
+    check_recording(args.file)
     redact = _redactor_options(args)
     pcap = _pcap(args)
     sink = OutputSink(_sink(args.format, None, args), Filter.from_args(args))
