@@ -58,6 +58,15 @@ class Target:
     comm: str
     tls: list  # discover.TlsTarget
     probes: list = field(default_factory=list)
+    exe: tuple | None = None  # (st_dev, st_ino) of /proc/PID/exe when attached: another one means exec()
+
+
+def _exe_id(pid: int) -> tuple | None:
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+        return st.st_dev, st.st_ino
+    except OSError:
+        return None
 
 
 class Session:
@@ -179,7 +188,7 @@ class Session:
             raise KeyboardInterrupt
 
     def _attach(self, pid: int, tls: list, strict: bool) -> None:
-        target = Target(pid, self._comm(pid), tls)
+        target = Target(pid, self._comm(pid), tls, exe=_exe_id(pid))
         try:
             with _libbcc_quiet():
                 for t in tls:
@@ -228,13 +237,26 @@ class Session:
                 del self.targets[pid]
                 self.exited.append(pid)
                 self.sink.write(simple("exit", pid=pid))
+            elif (t := self.targets[pid]).exe is not None and (exe := _exe_id(pid)) is not None and exe != t.exe:
+                # exec() of another program: the old image's probes cannot fire any more (a re-exec of the same
+                # file keeps them: uprobes follow the file and the task); the new image is searched below
+                self.probeset.detach(pid)
+                del self.targets[pid]
+                self._skipped.discard(pid)
+                self._execd.add(pid)
+                self.sink.write(simple("exit", pid=pid, reason="exec"))
+                log(f"pid {pid} ({t.comm}) exec'd {self._comm(pid)}: the old image's probes are removed; "
+                    f"its new image is attached to if it has TLS code")
         for root in alive_roots:
             for pid in self._tree(root):
                 if pid not in self.targets and pid not in self._skipped:
                     tls = self._safe_find(pid, strict=False)
                     if tls:
                         self._attach(pid, tls, strict=False)
-                        if pid in self.targets:
+                        if pid in self.targets and pid in self._execd:
+                            log(f"attached to pid {pid} ({self.targets[pid].comm}), the program it exec'd; its "
+                                f"TLS traffic between the exec and now is not captured")
+                        elif pid in self.targets:
                             log(f"attached to new process {pid} ({self.targets[pid].comm}) "
                                 f"{_age_ms(pid):.0f} ms after it started; its TLS traffic before that is "
                                 f"not captured")
@@ -252,6 +274,7 @@ class Session:
 
     def run(self) -> None:
         self._skipped: set[int] = set()
+        self._execd: set[int] = set()  # targets that exec'd another program (their new image is searched)
         deadline = time.monotonic() + self.opts.duration if self.opts.duration else None
         next_scan = time.monotonic() + self.opts.scan_interval_s
         self._forked = False

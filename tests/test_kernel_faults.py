@@ -1,0 +1,127 @@
+"""Real-kernel faults not covered by test_kernel_lifecycle.py (issue 7): the target exec()s mid-capture
+(itself again, a program without TLS, a program with another TLS library) and the target crashes
+(SIGSEGV, SIGKILL) in the middle of writing a response."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import http_records
+from test_kernel_lifecycle import Run, by_type, summary_line
+
+pytestmark = pytest.mark.kernel
+
+GATEWAY = str(Path(__file__).with_name("exec_gateway.py"))
+
+
+def start(procs, certs, mode="self"):
+    cert, key = certs
+    gw = procs(["/usr/bin/python3", GATEWAY, cert, key, mode], stdout=subprocess.PIPE, text=True)
+    line = gw.p.stdout.readline()
+    assert line.startswith("listening"), line
+    return gw, int(line.split()[1])
+
+
+def get(port: int, path: str) -> str | None:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", context=ctx, timeout=5) as r:
+            return r.headers.get("X-Gen")
+    except Exception:  # the exec/crash paths close the connection early
+        return None
+
+
+def wait_for(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def gens(records, path):
+    return [dict((n.lower(), v) for n, v in r["headers"]).get("x-gen")
+            for r in http_records(records, kind="response") if (r.get("request") or {}).get("path") == path]
+
+
+def test_reexec_of_the_same_program_keeps_capturing(procs, certs, tmp_path):
+    gw, port = start(procs, certs, "self")
+    h = Run(procs, tmp_path, [gw.pid])
+    assert get(port, "/a") == "0"
+    get(port, "/exec")
+    assert wait_for(lambda: get(port, "/probe") == "1")
+    assert get(port, "/b") == "1"
+    assert h.signal(signal.SIGINT) == 0, h.stderr()
+    recs = h.records()
+    assert gens(recs, "/a") == ["0"] and gens(recs, "/b") == ["1"]  # uprobes follow the file and the task
+    assert not [r for r in by_type(recs, "exit")]  # same program: nothing to re-attach
+    assert "Traceback" not in h.stderr()
+
+
+def test_exec_of_a_program_with_another_tls_library_is_followed(procs, certs, tmp_path):
+    gw, port = start(procs, certs, "node")
+    h = Run(procs, tmp_path, [gw.pid])
+    assert get(port, "/a") == "0"
+    get(port, "/exec")
+    assert wait_for(lambda: get(port, "/probe") == "node")
+    assert wait_for(lambda: "the program it exec'd" in h.stderr())
+    assert get(port, "/c") == "node"
+    assert h.signal(signal.SIGINT) == 0, h.stderr()
+    recs = h.records()
+    err = h.stderr()
+    assert "exec'd node" in err and "Traceback" not in err, err
+    assert [r.get("reason") for r in by_type(recs, "exit")] == ["exec"]
+    attach = by_type(recs, "attach")
+    assert [a["path"] for a in attach][0].endswith("libssl.so.3") and attach[-1]["comm"] == "node"
+    assert gens(recs, "/a") == ["0"] and gens(recs, "/c") == ["node"]
+
+
+def test_exec_of_a_program_without_tls_keeps_the_session_until_it_exits(procs, certs, tmp_path):
+    gw, port = start(procs, certs, "sleep")
+    h = Run(procs, tmp_path, [gw.pid])
+    assert get(port, "/a") == "0"
+    get(port, "/exec")
+    assert wait_for(lambda: "exec'd sleep" in h.stderr()), h.stderr()
+    assert h.p.poll() is None  # still running: the pid lives on
+    gw.p.kill()
+    gw.p.wait()
+    assert h.wait() == 0
+    err = h.stderr()
+    assert "every target process has exited" in err and "Traceback" not in err, err
+    recs = h.records()
+    assert [r.get("reason") for r in by_type(recs, "exit")] == ["exec"]
+    assert gens(recs, "/a") == ["0"]
+    summary_line(err)
+
+
+@pytest.mark.parametrize("how", ["segv", "kill"])
+def test_target_crashing_mid_response(procs, certs, tmp_path, how):
+    gw, port = start(procs, certs, "self")
+    h = Run(procs, tmp_path, [gw.pid])
+    assert get(port, "/a") == "0"
+    get(port, f"/crash-{how}")
+    gw.p.wait(10)
+    assert gw.p.returncode == (-signal.SIGSEGV if how == "segv" else -signal.SIGKILL)
+    rc = h.wait()
+    err = h.stderr()
+    assert rc == 0 and "Traceback" not in err, err
+    assert "every target process has exited" in err
+    recs = h.records()
+    assert by_type(recs, "exit") and by_type(recs, "summary")
+    req = [r for r in http_records(recs, kind="request") if r["path"] == f"/crash-{how}"]
+    assert len(req) == 1
+    half = [r for r in http_records(recs, kind="response") if r["truncated"]]
+    # the half-written block ends with the process: reported truncated, or not at all (never a crash)
+    assert all(r["status"] == 200 for r in half)
+    assert "crash-secret-1" not in h.out.read_text()
