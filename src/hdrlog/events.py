@@ -137,9 +137,6 @@ def decode(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Eve
         local, peer = pair
     else:
         local = peer = None
-    return Event(
-        ts_ns=ts + wall_offset_ns, conn=conn, pid=pid, tid=tid, length=length, offset=offset,
-        lost=lost, kind=kind, fn=fn, dir=dir_, attr=attr, local=local, peer=peer,
-        comm=_comm_cache.get(comm) or _comm(comm), fd=fd,
-        data=bytes(raw[_HDR:_HDR + cap]),
-    )
+    # positional: keyword arguments to a 16-field dataclass cost ~0.5 µs more per event
+    return Event(ts + wall_offset_ns, conn, pid, tid, length, offset, lost, kind, fn, dir_, attr, local, peer,
+                 _comm_cache.get(comm) or _comm(comm), fd, bytes(raw[_HDR:_HDR + cap]))
