@@ -32,6 +32,7 @@ ATTRIBUTION = {
 # exact attributions replace inferred ones; inferred ones never replace exact ones
 _STRENGTH = {Attr.NONE: 0, Attr.RECV_BEFORE: 1, Attr.SEND_AFTER: 1, Attr.IN_CALL: 2, Attr.GO_FD: 2}
 DIRECTION = {Dir.IN: "in", Dir.OUT: "out"}
+_DATA, _CLOSE = int(Kind.DATA), int(Kind.CLOSE)  # plain ints for the per-event comparisons
 
 
 @dataclass(slots=True)
@@ -176,9 +177,9 @@ class Tracker:
         if ev.fd >= 0:
             self.fds.on_event(ev)  # fills ev.local/ev.peer from (pid, fd); forgets the fd on close
         kind = ev.kind
-        if kind == Kind.DATA:
+        if kind == _DATA:
             self._data(ev)
-        elif kind == Kind.CLOSE:
+        elif kind == _CLOSE:
             c = self.conns.pop((ev.pid, ev.conn), None)
             if c is not None:
                 self.counts["closed"] += 1

@@ -21,6 +21,8 @@ from hdrlog.records import http_record
 from hdrlog.redact import Redactor
 from hdrlog.sinks import open_private
 
+_FORK = int(events.Kind.FORK)  # a plain int: comparing with the enum member costs a class lookup per event
+
 
 class EventRecorder:
     """Raw ring-buffer records to a JSON-lines file, for fixtures (contains plaintext: mode 0600)."""
@@ -62,7 +64,7 @@ class Pipeline:
         except ValueError:
             self.decode_errors += 1
             return
-        if ev.kind == events.Kind.FORK:
+        if ev.kind == _FORK:
             if self.on_fork is not None:
                 self.on_fork(ev.pid, ev.conn)
             return
