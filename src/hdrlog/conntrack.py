@@ -54,6 +54,12 @@ class Conn:
     h2: h2.H2Conn | None = None  # set once the connection is seen to speak HTTP/2
     pre: dict = field(default_factory=dict)  # direction -> [(data, ts)] while the protocol is undecided
     seen: set = field(default_factory=set)  # directions that carried data
+    # records.http_record's caches: the "conn" object while (role, local, peer, attr) stay the same (shared
+    # by the records, never mutated: a change builds a new one), and the last path redacted (raw, redactor,
+    # redacted): a response repeats its request's path
+    rec_key: tuple | None = None
+    rec_conn: dict | None = None
+    rec_path: tuple | None = None
 
     @property
     def role(self) -> str | None:

@@ -23,6 +23,33 @@ def rfc3339(ts_ns: int) -> str:
     return f"{_last_prefix}.{ns // 1000:06d}Z"
 
 
+def _conn_object(conn: Conn) -> dict:
+    """The record's "conn" object, built again only when the connection's role, tuple or attribution change.
+    Records share it: nothing may modify it (orjson serialises it when the record is written)."""
+    role = conn.role
+    key = (role, conn.local, conn.peer, conn.attr)
+    if key != conn.rec_key:
+        conn.rec_key = key
+        conn.rec_conn = {
+            "id": conn.id,
+            "role": role,
+            "local": conn.local,
+            "peer": conn.peer,
+            "attribution": conn.attribution,
+        }
+    return conn.rec_conn
+
+
+def _path(conn: Conn, redactor: Redactor, path: str) -> str:
+    """redactor.path(path), remembered for the connection's last path (its response repeats it)."""
+    last = conn.rec_path
+    if last is not None and last[1] is redactor and last[0] == path:
+        return last[2]
+    red = redactor.path(path)
+    conn.rec_path = (path, redactor, red)
+    return red
+
+
 def http_record(conn: Conn, direction: str, msg: HttpMessage, ev: Event, redactor: Redactor) -> dict:
     rec = {
         "type": "http",
@@ -32,19 +59,13 @@ def http_record(conn: Conn, direction: str, msg: HttpMessage, ev: Event, redacto
         "comm": conn.comm,
         "lib": conn.lib,
         "direction": direction,
-        "conn": {
-            "id": conn.id,
-            "role": conn.role,
-            "local": conn.local,
-            "peer": conn.peer,
-            "attribution": conn.attribution,
-        },
+        "conn": _conn_object(conn),
         "proto": msg.proto,
         "kind": msg.kind,
     }
     if msg.kind == "request":
         rec["method"] = msg.method
-        rec["path"] = redactor.path(msg.path) if msg.path is not None else None
+        rec["path"] = _path(conn, redactor, msg.path) if msg.path is not None else None
         rec["authority"] = msg.authority
     else:
         rec["status"] = msg.status
@@ -52,7 +73,7 @@ def http_record(conn: Conn, direction: str, msg: HttpMessage, ev: Event, redacto
         req = msg.request
         rec["latency_ms"] = msg.latency_ms
         rec["request"] = (
-            {"method": req.method, "path": redactor.path(req.path) if req.path is not None else None}
+            {"method": req.method, "path": _path(conn, redactor, req.path) if req.path is not None else None}
             if req is not None else None
         )
     if msg.stream is not None:
