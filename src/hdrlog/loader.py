@@ -122,6 +122,7 @@ class ProbeSet:
             from hdrlog.preflight import explain_compile_error
 
             raise HdrlogError(explain_compile_error(cap.text or str(err))) from None
+        _trim_heap()
         self.attached: dict[int, list[AttachedProbe]] = {}
         self._fns: dict[str, object] = {}
         self._plans: dict[tuple, list[Site]] = {}
@@ -229,3 +230,11 @@ def _exited(pid: int) -> bool:
     except (OSError, IndexError):
         return True
 
+
+
+def _trim_heap() -> None:
+    """Give back to the kernel what clang/LLVM freed after compiling (glibc keeps it otherwise)."""
+    try:
+        ct.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
