@@ -6,6 +6,7 @@ cut right after its Authorization header."""
 from __future__ import annotations
 
 import base64
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,30 @@ def test_attach_accepts_redact_flags_and_refuses_a_bad_pattern_before_attaching(
     assert r.returncode == 2 and "not a valid regular expression" in r.stderr and "Traceback" not in r.stderr
     h = hdrlog("attach", "--help")
     assert "--redact NAME" in h.stdout and "--redact-pattern REGEX" in h.stdout
+
+
+@pytest.mark.kernel
+def test_kernel_attach_redact_flags_and_default_secrets(procs, certs, tmp_path):
+    """A live capture with --redact/--redact-pattern: the extra headers are redacted, the defaults too, in
+    the JSON lines, stderr (the end-of-attach table) and the metrics scraped while attached."""
+    import urllib.request
+
+    from conftest import TOKEN_SECRET, free_port, run_client
+    from test_kernel_lifecycle import Run, gateway
+
+    gw, port = gateway(procs, certs)
+    mport = free_port()
+    h = Run(procs, tmp_path, [gw.pid], extra=("--redact", "X-Request-Id", "--redact-pattern", "^user-ag",
+                                              "--metrics", f"127.0.0.1:{mport}"))
+    run_client(port, "red", requests=7, connections=1)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+    assert h.signal(signal.SIGINT) == 0, h.stderr()
+    out, err = h.out.read_text(), h.stderr()
+    for s in (TOKEN_SECRET, "k-1234567890abcdef", "s3cr3t-session", "red-0", "hdrlog-demo-client"):
+        assert s not in out and s not in err and s not in metrics, s
+    recs = [orjson.loads(x) for x in out.splitlines()]
+    heads = [(n.lower(), v) for r in recs if r["type"] == "http" for n, v in r["headers"]]
+    assert [v for n, v in heads if n == "x-request-id"]
+    assert all(v.startswith("<redacted:") for n, v in heads if n in ("x-request-id", "user-agent"))
+    assert all(v.startswith("Bearer <redacted:") for n, v in heads if n == "authorization")
+    assert "hdrlog_http_requests_total" in metrics
