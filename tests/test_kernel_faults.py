@@ -125,3 +125,40 @@ def test_target_crashing_mid_response(procs, certs, tmp_path, how):
     # the half-written block ends with the process: reported truncated, or not at all (never a crash)
     assert all(r["status"] == 200 for r in half)
     assert "crash-secret-1" not in h.out.read_text()
+
+
+def test_disk_full_is_a_clear_error_and_leaves_nothing_attached(procs, certs, tmp_path):
+    """--output on a 16 KiB tmpfs: once it is full hdrlog stops with one sentence and exit 2, the summary on
+    stderr, no traceback, and no breakpoint left in the target."""
+    from test_kernel_lifecycle import call, https, patched_bytes, uprobe_events_of
+
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], check=True)
+    try:
+        gw, port = start(procs, certs, "self")
+        out = mnt / "o.jsonl"
+        h = Run(procs, tmp_path, [gw.pid], extra=("--output", str(out)), output=False)
+        c = https(port)
+        for i in range(80):
+            try:
+                call(c, "GET", f"/x{i}", headers={"X-Pad": "a" * 300})
+            except OSError:
+                break
+            if h.p.poll() is not None:
+                break
+        c.close()
+        rc = h.wait(30)
+        err = h.stderr()
+        assert rc == 2, (rc, err)
+        assert "Traceback" not in err
+        last = err.strip().splitlines()[-1]
+        assert last == f"hdrlog: error: cannot write {out}: No space left on device; hdrlog stopped and removed " \
+                       f"its probes.", err
+        assert "hdrlog: detached." in err
+        assert uprobe_events_of(h.pid) == [] and patched_bytes(gw.pid) == 0
+        c = https(port)
+        assert call(c, "GET", "/health") == 200
+        c.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -229,7 +229,7 @@ def cmd_attach(args) -> int:
         session.close()
         try:
             sink.close()
-        except BrokenPipeError:
+        except OSError:  # the reader went away, or the disk is full (session.sink.error says it)
             pass
         if status:
             session_mod.LOG_HOOKS.remove(status.clear)
@@ -240,6 +240,9 @@ def cmd_attach(args) -> int:
             metrics.stop()
     if stats is not None and stats.kinds:
         sys.stderr.write(stats.short_table())
+    if session.sink.error:
+        raise HdrlogError(f"cannot write {args.output or 'the output'}: {session.sink.error}; hdrlog stopped and "
+                          f"removed its probes.")
     return 0
 
 

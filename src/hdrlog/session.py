@@ -368,6 +368,7 @@ class _ReaderGone:
         self.inner = inner
         self.stop = stop
         self.gone = False
+        self.error: str | None = None  # why the output could not be written (disk full, I/O error)
 
     def _guard(self, fn, *args) -> None:
         if self.gone:
@@ -384,6 +385,12 @@ class _ReaderGone:
                 os.close(fd)
             except OSError:
                 pass
+        except OSError as exc:
+            # disk full, quota, I/O error: stop (the probes are removed on the way out) and say why once
+            self.gone = True
+            self.stop.set()
+            self.error = str(exc.strerror or exc)
+            log(f"cannot write the output ({self.error}); stopping")
 
     def write(self, rec: dict) -> None:
         self._guard(self.inner.write, rec)
