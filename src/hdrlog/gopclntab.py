@@ -65,6 +65,9 @@ class PcLnTab:
         self.elf = elf
         self.vaddr = vaddr
         self.data = data
+        if len(data) < _HEADER_MIN:  # e.g. a .gopclntab section header with a corrupt size (found by fuzzing)
+            raise HdrlogError(f"{elf.path}: the Go function table at {vaddr:#x} is corrupt ({len(data)} bytes, "
+                              f"shorter than its header).")
         magic, pad1, pad2, self.min_lc, self.ptr_size = struct.unpack_from("<IBBBB", data, 0)
         if magic == MAGIC_12:
             raise UnsupportedPclntab(f"{elf.path} has a go1.2-go1.15 function table (magic {magic:#x}); "
