@@ -686,3 +686,27 @@ def test_regression_gopclntab_section_size_smaller_than_the_header(tmp_path):
         clear_cache()
         with ElfFile(str(p)) as e, pytest.raises(HdrlogError, match="corrupt"):
             gopclntab.lookup(e, ["crypto/tls.(*Conn).Read"])
+
+
+def test_regression_elf_error_never_quotes_control_characters(tmp_path):
+    """A section whose name (read from the file) holds a newline or a terminal escape, reported in the error:
+    the sentence stays on one line, escaped."""
+    if _LIBSSL is None:
+        pytest.skip("no libssl.so.3")
+    data = bytearray(_LIBSSL)
+    with ElfFile(LIBSSL) as e:
+        sec = e.get_section(".dynsym")
+        strtab = e.sections[struct.unpack_from("<H", data, 0x3E)[0]]
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    at = shoff + sec.index * 64
+    name_off, = struct.unpack_from("<I", data, at)
+    evil = b"\x1b[31mx\ny"
+    data[strtab.offset + name_off:strtab.offset + name_off + len(evil)] = evil
+    struct.pack_into("<Q", data, at + 32, 1 << 40)  # sh_size beyond the file: the error names the section
+    p = tmp_path / "evil.so"
+    p.write_bytes(data)
+    clear_cache()
+    with pytest.raises(HdrlogError) as exc:
+        ElfFile(str(p))
+    msg = str(exc.value)
+    assert "\n" not in msg and "\x1b" not in msg and "\\x1b[31mx\\ny" in msg, msg

@@ -223,7 +223,7 @@ class ElfFile:
         except HdrlogError:
             raise
         except Exception as e:  # noqa: BLE001 - see comment above
-            raise HdrlogError(f"{p} is a corrupt ELF file ({type(e).__name__}: {e}).") from e
+            raise HdrlogError(f"{p} is a corrupt ELF file ({type(e).__name__}: {_shown(str(e), 200)}).") from e
         if raw_sections and shstrndx == 0xFFFF:  # SHN_XINDEX: real index is in section 0's sh_link
             shstrndx = raw_sections[0]["sh_link"]
         names_lo = names_hi = 0
@@ -241,7 +241,8 @@ class ElfFile:
         for s in sections:
             if s.in_file and s.offset + s.size > size:
                 raise HdrlogError(
-                    f"{p} is truncated or corrupt: section {s.name or s.index} extends beyond the end of the file.")
+                    f"{p} is truncated or corrupt: section {_shown(s.name) or s.index} extends beyond the end of the "
+                    f"file.")
         for g in segments:
             if g.filesz and g.offset + g.filesz > size:
                 raise HdrlogError(f"{p} is truncated or corrupt: a {g.type} segment extends beyond the end of the file.")
@@ -672,6 +673,14 @@ class ElfFile:
 
     def __repr__(self) -> str:
         return f"ElfFile({self.path!r}, {self.elf_type}, {self.machine})"
+
+
+def _shown(text: str, limit: int = 64) -> str:
+    """A string read from the file, fit for a one-line message: control characters (a newline, a terminal
+    escape from a hostile file) and overlong text are shown escaped (found by tests/test_fuzz.py)."""
+    if text.isprintable() and len(text) <= limit:
+        return text
+    return repr(text[:limit])[1:-1] + ("..." if len(text) > limit else "")
 
 
 def _st_name_column(mm: mmap.mmap, base: int, count: int) -> list[int]:
