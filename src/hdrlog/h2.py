@@ -261,34 +261,10 @@ class HpackDecoder:
                             nm = table[i][0]
                     nsize = len(nm) if nm is not None else 0  # names are ASCII tokens when known
                 else:
-                    c = block[pos]
-                    ln = c & 0x7F
-                    if ln == 0x7F:
-                        ln, pos = _int(block, pos, 0x7F)
-                    else:
-                        pos += 1
-                    end = pos + ln
-                    if end > n:
-                        raise HpackError("string past the end of the block")
-                    raw = block[pos:end]
-                    pos = end
-                    if c & 0x80:
-                        raw = huffman_decode(raw)
+                    raw, pos = _string(block, pos, n)
                     nm = _dec(raw)
                     nsize = len(raw)
-                c = block[pos]
-                ln = c & 0x7F
-                if ln == 0x7F:
-                    ln, pos = _int(block, pos, 0x7F)
-                else:
-                    pos += 1
-                end = pos + ln
-                if end > n:
-                    raise HpackError("string past the end of the block")
-                raw = block[pos:end]
-                pos = end
-                if c & 0x80:
-                    raw = huffman_decode(raw)
+                raw, pos = _string(block, pos, n)
                 try:
                     v = raw.decode()
                 except UnicodeDecodeError:
@@ -311,6 +287,22 @@ class HpackDecoder:
 
 
 _UNKNOWN_PAIR = (UNKNOWN, UNKNOWN)
+
+
+def _string(block: bytes, pos: int, n: int) -> tuple[bytes, int]:
+    """An HPACK string literal at pos (RFC 7541 5.2): its bytes, Huffman-decoded if flagged, and the next
+    position; HpackError when it runs past the end of the block (n bytes)."""
+    c = block[pos]
+    ln = c & 0x7F
+    if ln == 0x7F:
+        ln, pos = _int(block, pos, 0x7F)
+    else:
+        pos += 1
+    end = pos + ln
+    if end > n:
+        raise HpackError("string past the end of the block")
+    raw = block[pos:end]
+    return (huffman_decode(raw) if c & 0x80 else raw), end
 
 
 def _int(b: bytes, pos: int, mask: int) -> tuple[int, int]:
