@@ -104,6 +104,14 @@ class Proc:
                 self.p.wait(5)
 
 
+def start_server(procs, argv, **kw) -> tuple["Proc", int]:
+    """Start a server that prints "listening PORT" on stdout when ready; (process, port)."""
+    srv = procs(argv, stdout=subprocess.PIPE, text=True, **kw)
+    line = srv.p.stdout.readline()
+    assert line.startswith("listening "), f"{argv[0]} did not start: {line!r}"
+    return srv, int(line.split()[1])
+
+
 @pytest.fixture
 def procs():
     started: list[Proc] = []

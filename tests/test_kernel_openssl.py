@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import TOKEN_SECRET, free_port, header, http_records, nginx_available, run_client, wait_port
+from conftest import (TOKEN_SECRET, free_port, header, http_records, nginx_available, run_client, start_server,
+                      wait_port)
 
 pytestmark = pytest.mark.kernel
 
@@ -37,9 +38,7 @@ def test_python_ssl_server_ex_path(procs, hdrlog, certs, placement):
     """Python's ssl calls SSL_read_ex/SSL_write_ex; socket BIO, so tuples are exact. The relocated probes
     (auto: libssl's internal read/write functions) and the entry probes must give the same records."""
     cert, key = certs
-    gw = procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
-               stdout=subprocess.PIPE, text=True)
-    port = int(gw.p.stdout.readline().split()[1])
+    gw, port = start_server(procs, [sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key])
     h = hdrlog(gw.pid, extra=("--placement", placement))
     assert "SSL_read_ex" in h.stderr() and "SSL_write_ex" in h.stderr()
     conns = run_client(port, "py", requests=7, connections=2)
@@ -117,8 +116,7 @@ def test_node_https_static_openssl(procs, hdrlog, certs, tmp_path):
     cert, key = certs
     js = tmp_path / "server.js"
     js.write_text(NODE_SERVER)
-    node = procs(["node", str(js), key, cert], stdout=subprocess.PIPE, text=True)
-    port = int(node.p.stdout.readline().split()[1])
+    node, port = start_server(procs, ["node", str(js), key, cert])
     h = hdrlog(node.pid)
     assert "openssl-static" in h.stderr()
     conns = run_client(port, "node", requests=6, connections=2)
@@ -133,9 +131,7 @@ def test_node_https_static_openssl(procs, hdrlog, certs, tmp_path):
 def test_client_side_capture(procs, hdrlog, certs, tmp_path):
     """hdrlog attached to a TLS client: requests go out, role is client, local port is the client's."""
     cert, key = certs
-    gw = procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
-               stdout=subprocess.PIPE, text=True)
-    port = int(gw.p.stdout.readline().split()[1])
+    gw, port = start_server(procs, [sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key])
     go = tmp_path / "go"
     client = procs([sys.executable, "-m", "hdrlog.demo.client", "--port", str(port), "--tag", "cli",
                     "--requests", "5", "--connections", "1", "--wait-file", str(go)],
@@ -174,13 +170,11 @@ def test_connection_opened_before_attach(procs, hdrlog, certs, tmp_path, server)
     requests on it still get the right tuple and role."""
     cert, key = certs
     if server == "python":
-        srv = procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
-                    stdout=subprocess.PIPE, text=True)
+        srv, port = start_server(procs, [sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key])
     else:
         js = tmp_path / "server.js"
         js.write_text(NODE_SERVER)
-        srv = procs(["node", str(js), key, cert], stdout=subprocess.PIPE, text=True)
-    port = int(srv.p.stdout.readline().split()[1])
+        srv, port = start_server(procs, ["node", str(js), key, cert])
     go = tmp_path / "go"
     cl = procs([sys.executable, "-c", PREOPEN_CLIENT, str(port), str(go)], stdout=subprocess.PIPE, text=True)
     local_port = json.loads(cl.p.stdout.readline())["local_port"]
