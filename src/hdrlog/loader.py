@@ -233,8 +233,7 @@ def _exited(pid: int) -> bool:
 
 
 def _trim_heap() -> None:
-    """Give back to the kernel what clang/LLVM freed after compiling (glibc keeps it otherwise)."""
-    try:
-        ct.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc
+    """Give back what the compile left resident: clang's freed heap and LLVM's code pages (memtrim.py)."""
+    from hdrlog.memtrim import release_compiler_memory
+
+    release_compiler_memory()
