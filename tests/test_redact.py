@@ -133,6 +133,29 @@ def test_set_cookie_keeps_name_and_attributes(r):
     ]
 
 
+def test_memoised_markers_and_values_match_fresh_ones_and_hold_no_plaintext():
+    """Markers and redacted header values are memoised by hash: the results are those of a fresh Redactor
+    (HMAC of each value), the memo holds only ints and redacted strings, and it stays bounded."""
+    r = Redactor(key=KEY)
+    secrets_ = [f"tok-{i}-s3cr3t" for i in range(300)]
+    for _ in range(2):  # the second pass is served from the memo
+        for s in secrets_:
+            assert r.value(s) == mark(s)
+            assert r.headers([("Cookie", f"sid={s}; theme=dark"), ("Authorization", f"Bearer {s}"),
+                              ("X-Api-Key", s), ("Accept", s)]) == [
+                ["Cookie", f"sid={mark(s)}; theme={mark('dark')}"], ["Authorization", f"Bearer {mark(s)}"],
+                ["X-Api-Key", mark(s)], ["Accept", s]]
+    assert r.path("/p?token=tok-1-s3cr3t&x=1") == f"/p?token={mark('tok-1-s3cr3t')}&x=1"
+    for memo in (r._markers, r._values):
+        assert memo and all(type(k) is int for k in memo)
+        assert not any("s3cr3t" in v or "dark" in v for v in memo.values())
+    for i in range(redact._MEMO_MAX + 50):
+        r.value(f"v{i}")
+        r.headers([("X-Api-Key", f"v{i}")])
+    assert len(r._markers) <= redact._MEMO_MAX and len(r._values) <= redact._MEMO_MAX
+    assert r.value("v1") == mark("v1")  # after the memo was cleared
+
+
 def test_empty_secret_value_stays_empty(r):
     assert r.headers([("X-Api-Key", "")]) == [["X-Api-Key", ""]]
 

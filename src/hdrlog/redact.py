@@ -14,7 +14,6 @@ except the values of secret-looking query parameters.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import re
@@ -124,6 +123,10 @@ _COOKIE_SPLIT = re.compile(r"(;\s*)")
 _WORD_SPLIT = re.compile(r"(\s+)")
 
 _CACHE_MAX = 4096
+# Redacted results remembered per Redactor (see Redactor.value and README "Secrets"): keyed by Python's hash of
+# the plaintext (a per-process random SipHash key), never by the plaintext itself, so the caches hold markers
+# and redacted header values only.
+_MEMO_MAX = 8192
 
 
 def load_key(path: str | None = None) -> bytes:
@@ -219,13 +222,27 @@ class Redactor:
         else:
             self._key = bytes(key) if key is not None else load_key()
         self._names: dict[str, bool] = {}
+        self._markers: dict[int, str] = {}  # hash(secret) -> marker
+        self._values: dict[int, str] = {}  # hash((header name, value)) -> redacted value
 
     # ------------------------------------------------------------------ public API
 
     def value(self, secret: str) -> str:
-        """The marker standing for ``secret``."""
-        digest = hmac.new(self._key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256)
-        return f"<redacted:{digest.hexdigest()[:8]}>"
+        """The marker standing for ``secret``.
+
+        Markers are memoised by ``hash(secret)`` (bounded, cleared when full): the HMAC costs ~1.5 µs and
+        the same credential comes back on every request of a client. The memo holds no plaintext; two
+        different secrets with the same 64-bit hash (a chance of ~2^-64 per pair with the per-process random
+        hash key) would share a marker, which mis-correlates them but reveals neither."""
+        h = hash(secret)
+        m = self._markers.get(h)
+        if m is None:
+            d = hmac.digest(self._key, secret.encode("utf-8", "surrogatepass"), "sha256")
+            m = f"<redacted:{d[:4].hex()}>"
+            if len(self._markers) >= _MEMO_MAX:
+                self._markers.clear()
+            self._markers[h] = m
+        return m
 
     def is_secret_name(self, name: str) -> bool:
         """Is a header with this name (any case) secret?"""
@@ -249,9 +266,19 @@ class Redactor:
         if self.show_secrets:
             return [[n, v] for n, v in headers]
         out = []
+        memo = self._values
         for n, v in headers:
             if v and self.is_secret_name(n):
-                v = self._header_value(n.strip().lower(), v)
+                # the whole redacted value (cookie names, scheme, markers) memoised by hash((name, value)),
+                # as markers are (see value()): no plaintext is kept, a cookie header is split only once
+                h = hash((n, v))
+                r = memo.get(h)
+                if r is None:
+                    r = self._header_value(n.strip().lower(), v)
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[h] = r
+                v = r
             out.append([n, v])
         return out
 
