@@ -24,6 +24,7 @@ from hdrlog.errors import HdrlogError
 RESERVOIR = 20000
 MAX_VALUES = 1000
 MAX_GROUPS = 2000
+_MAX_KEYS = 65536  # (method, path, peer) -> groups cache of Stats.add
 OTHER = "other"
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -78,7 +79,7 @@ def percentile(sorted_vals: list[float], q: float) -> float | None:
 
 def _content_length(rec: dict) -> int | None:
     for n, v in rec.get("headers") or ():
-        if n.lower() == "content-length":
+        if len(n) == 14 and n.lower() == "content-length":  # len first: lower() on every name cost ~0.1 µs each
             try:
                 return int(v.strip())
             except ValueError:
@@ -201,6 +202,7 @@ class Stats:
         self.first_ts: str | None = None
         self.last_ts: str | None = None
         self.rng = random.Random(0)
+        self._keys: dict[tuple, tuple[Group, Group]] = {}  # see add()
 
     def _group(self, table: dict, key, factory=Group):
         g = table.get(key)
@@ -215,10 +217,9 @@ class Stats:
 
     def add(self, rec: dict) -> None:
         t = rec.get("type")
-        if t == "loss":
-            self.lost_events = max(self.lost_events, int(rec.get("total_events") or 0))
-            return
         if t != "http":
+            if t == "loss":
+                self.lost_events = max(self.lost_events, int(rec.get("total_events") or 0))
             return
         kind = rec.get("kind")
         self.kinds[kind] += 1
@@ -234,20 +235,36 @@ class Stats:
             method, path = req.get("method") or "?", req.get("path")
         else:
             method, path = rec.get("method") or "?", rec.get("path")
-        route = self._group(self.routes, (method, normalise_path(path)))
-        peer = self._group(self.peers, peer_ip((rec.get("conn") or {}).get("peer")))
+        peer_addr = (rec.get("conn") or {}).get("peer")
+        # (method, raw path, peer address) -> its two groups: normalising the path, splitting the peer and two
+        # table look-ups are done once per distinct key, not per record (a response repeats its request's key)
+        key = (method, path, peer_addr)
+        groups = self._keys.get(key)
+        if groups is None:
+            if len(self._keys) >= _MAX_KEYS:
+                self._keys.clear()
+            groups = self._keys[key] = (self._group(self.routes, (method, normalise_path(path))),
+                                        self._group(self.peers, peer_ip(peer_addr)))
         clen = _content_length(rec)
-        items = mcp_items(rec)
-        mcp_err = self._mcp(rec, items, kind) if items else False
-        for g in (route, peer):
-            if kind == "request":
+        mcp_err = False
+        if "mcp" in rec:
+            items = mcp_items(rec)
+            if items:
+                mcp_err = self._mcp(rec, items, kind)
+        if kind == "request":
+            for g in groups:
                 g.requests += 1
                 if clen is not None:
                     g.req_bytes += clen
                     g.req_bytes_known += 1
-            else:
+        else:
+            st = rec.get("status")
+            lat = rec.get("latency_ms")
+            if lat is not None:
+                lat = float(lat)
+            body = clen is not None and method != "HEAD" and st not in (204, 304)  # no body follows those
+            for g in groups:
                 g.responses += 1
-                st = rec.get("status")
                 if st is not None:
                     g.statuses[st] += 1
                     if 400 <= st < 500:
@@ -258,10 +275,9 @@ class Stats:
                         g.mcp_errors += 1
                 elif mcp_err:
                     g.mcp_errors += 1
-                lat = rec.get("latency_ms")
                 if lat is not None:
-                    g.latency(float(lat), self.rng)
-                if clen is not None and method != "HEAD" and st not in (204, 304):  # no body follows
+                    g.latency(lat, self.rng)
+                if body:
                     g.resp_bytes += clen
                     g.resp_bytes_known += 1
         if self.headers_on:
