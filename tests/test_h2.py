@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hdrlog.h2 as hh
+from hdrlog import h2hpack, h2messages
 from hdrlog.conntrack import Conn
 from hdrlog.h2 import PREFACE, UNKNOWN, H2Conn, HpackDecoder
 
@@ -204,7 +205,7 @@ def test_huffman_matches_reference(raw):
     from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
     code = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(raw)
-    assert hh._huffman_decode(code) == raw
+    assert h2hpack._huffman_decode(code) == raw
 
 
 @settings(max_examples=200, deadline=None)
@@ -624,10 +625,10 @@ def test_held_bodies_are_bounded_per_connection():
     p.feed(PREFACE, 0)
     enc = Encoder()
     out = []
-    for i in range(hh.MAX_HELD + 5):  # POSTs whose bodies never come
+    for i in range(h2messages.MAX_HELD + 5):  # POSTs whose bodies never come
         block = enc.encode([(":method", "POST"), (":scheme", "https"), (":path", "/mcp"), (":authority", "a"),
                             ("content-type", "application/json")])
         out += p.feed(frame(1, 0x04, 2 * i + 1, block), i)
-    assert c.held == hh.MAX_HELD and len(out) == 5
+    assert c.held == h2messages.MAX_HELD and len(out) == 5
     out += p.close(99)
-    assert c.held == 0 and len(out) == hh.MAX_HELD + 5
+    assert c.held == 0 and len(out) == h2messages.MAX_HELD + 5
