@@ -1,0 +1,67 @@
+"""Part 4 of the nginx bench: seconds from starting `hdrlog attach` to its `attached` line."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import time
+
+from .common import Env, loadavg, log, rss_kb, stop_proc
+from .procs import Hdrlog, Nginx
+
+
+# -- part 4: attach latency -----------------------------------------------------------------------
+def time_attach(env: Env, pid: int, name: str, reps: int) -> dict:
+    times = []
+    for i in range(reps):
+        la = loadavg()
+        hd = Hdrlog(env, f"attach-{name}-{i}", [pid], cpus=None)
+        times.append(hd.attach_s)
+        hd.stop()
+        log(f"attach {name}: {hd.attach_s:.3f}s (load {la})")
+    # one more through the instrumented entry point, split into phases
+    hd = Hdrlog(env, f"attach-{name}-phases", [pid], cpus=None, instrumented=True,
+                env_extra={"HDRLOG_BENCH_PHASES": "1"})
+    text = hd.stderr()
+    phases = {m.group(1): float(m.group(2)) for m in re.finditer(r"bench-phase (\S+) ([\d.]+)", text)}
+    phase_rss_kb = {m.group(1): int(m.group(2)) for m in re.finditer(r"bench-phase (\S+) \S+ rss_kb=(\d+)", text)}
+    phase_rss_kb["attached"] = rss_kb(hd.pid)
+    phases["attached-line"] = hd.attach_s
+    attached_line = next((ln for ln in hd.stderr().splitlines() if "attached to" in ln), "")
+    hd.stop()
+    return {"seconds": times, "median_s": statistics.median(times), "phases": phases, "phase_rss_kb": phase_rss_kb,
+            "attached_line": attached_line}
+
+
+def part_attach(env: Env, a) -> dict:
+    out = {"loadavg_before": loadavg()}
+    ng = Nginx(env, "attach", workers=1, affinity="")
+    try:
+        out["nginx"] = time_attach(env, ng.master, "nginx", a.attach_reps)
+    finally:
+        ng.stop()
+    if shutil.which("node"):
+        node = subprocess.Popen(["node", "-e", "require('https');setInterval(()=>{},1000)"])
+        env.procs.append(node)
+        try:
+            time.sleep(0.5)
+            out["node"] = time_attach(env, node.pid, "node", a.attach_reps)
+        finally:
+            stop_proc(node, signal.SIGTERM, 10)
+    out["loadavg_after"] = loadavg()
+    return out
+
+
+def print_attach(r: dict) -> None:
+    print("\n== `attached` latency (start of `hdrlog attach` to its `attached` line)")
+    for k, target in (("nginx", 1.0), ("node", 2.0)):
+        if k in r:
+            x = r[k]
+            ph = x["phases"]
+            print(f"{k:6s} median {x['median_s']:.2f}s (target {target:.0f}s) runs "
+                  f"{', '.join(f'{t:.2f}' for t in x['seconds'])}; phases from process start: main "
+                  f"{ph.get('main', 0):.2f}s, compile {ph.get('compile-start', 0):.2f}-{ph.get('compile-end', 0):.2f}s, "
+                  f"attach from {ph.get('attach-start', 0):.2f}s")
