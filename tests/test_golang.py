@@ -32,6 +32,13 @@ def test_versions():
     assert golang.unsupported_reason("go (version unknown)") is None
 
 
+def test_hostile_version_is_escaped_in_the_reason():
+    """The version comes from the binary's .go.buildinfo (issue 7): a newline or terminal escape in it must
+    not break the one-line sentence nor reach the terminal."""
+    why = golang.unsupported_reason("go1.16\n\x1b[2Jhdrlog: attached\r")
+    assert why and why.isprintable() and "\\n\\x1b[2J" in why and "register ABI" in why
+
+
 def test_return_sites_crafted():
     # push rbp; mov rbp,rsp; test eax,eax; je +3; pop rbp; ret; xor eax,eax; pop rbp; ret; int3 padding
     code = bytes.fromhex("55 4889e5 85c0 7402 5d c3 31c0 5d c3 cccccc".replace(" ", ""))

@@ -145,7 +145,7 @@ def test_not_go_and_unknown_names(full):
 class _FakeElf:
     """Just what PcLnTab needs from an ElfFile, for hand-made tables."""
 
-    path = "fake"
+    path = shown_path = "fake"
     elf_type = "EXEC"
     segments: list = []
     text_range = (0x401000, 0x500000)
@@ -220,3 +220,13 @@ def test_crafted_refusals():
         gopclntab.PcLnTab(_FakeElf(), 0x600000, bytes(bad))
     with pytest.raises(HdrlogError, match="no Go function table"):
         gopclntab.PcLnTab(_FakeElf(), 0x600000, b"\x7fELF".ljust(80, b"\0"))
+
+
+def test_refusal_names_a_hostile_path_escaped(tmp_path):
+    """A file name may hold any byte but NUL (issue 7): the sentence stays one printable line."""
+    evil = tmp_path / "go\n\x1b]0;pwned\x07bin"
+    shutil.copy("/bin/true", evil)
+    with ElfFile(str(evil)) as elf, pytest.raises(HdrlogError) as e:
+        gopclntab.PcLnTab(elf, 0x600000, b"\x7fELF".ljust(80, b"\0"))
+    msg = str(e.value)
+    assert msg.isprintable() and "go\\n\\x1b]0;pwned\\x07bin: no Go function table" in msg, msg

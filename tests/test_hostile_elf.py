@@ -101,3 +101,19 @@ def test_ps_doctor_attach_on_a_damaged_library_say_why(tmp_path, how):
     finally:
         srv.kill()
         srv.wait()
+
+
+@pytest.mark.parametrize("content", [b"", b"#!/bin/sh\necho not elf\n", b"\x7fELF\x01" + b"\0" * 100])
+def test_a_hostile_file_name_is_escaped_in_the_sentence(tmp_path, content):
+    """A path read from /proc/PID/maps may hold a newline or a terminal escape (issue 7): ElfFile's sentences
+    show it escaped, on one line, like the section names it reads from the file."""
+    from hdrlog.elfsyms import ElfFile
+    from hdrlog.errors import HdrlogError
+
+    evil = tmp_path / "lib\nhdrlog: attached\x1b[2J.so"
+    evil.write_bytes(content)
+    for path in (evil, tmp_path / "missing\r\x1b[31m.so"):
+        with pytest.raises(HdrlogError) as e:
+            ElfFile(str(path))
+        msg = str(e.value)
+        assert msg.isprintable() and "\\x1b" in msg and ("\\n" in msg or "\\r" in msg), msg

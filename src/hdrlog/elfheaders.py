@@ -11,13 +11,17 @@ import mmap
 import struct
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from elftools.elf.elffile import ELFFile
 
 from hdrlog.errors import HdrlogError
 from hdrlog.textsafe import shown
 
-__all__ = ["Section", "Segment", "ElfInfo", "parse_headers", "cstr", "MACHINES", "ELF_TYPES"]
+if TYPE_CHECKING:
+    from hdrlog.elfsymtab import Symbol
+
+__all__ = ["ELF_TYPES", "MACHINES", "ElfInfo", "Section", "Segment", "cstr", "parse_headers"]
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr, 64 bytes
 _EM_X86_64 = 62
@@ -79,8 +83,9 @@ class ElfInfo:
 
 
 def parse_headers(p: str, mm: mmap.mmap, size: int) -> ElfInfo:
-    """The ELF header and section/program headers of the file `p` mapped at `mm` (`size` bytes), checked for
-    sanity; HdrlogError with one sentence when the file is not a supported, intact ELF."""
+    """The ELF header and section/program headers of the file mapped at `mm` (`size` bytes), checked for
+    sanity; HdrlogError with one sentence when the file is not a supported, intact ELF. `p` names the file in
+    those sentences (already escaped: :attr:`ElfFile.shown_path <hdrlog.elfsyms.ElfFile>`)."""
     if size < 4 or mm[:4] != b"\x7fELF":
         raise HdrlogError(f"{p} is not an ELF binary (no \\x7fELF magic).")
     if size < _EHDR.size:

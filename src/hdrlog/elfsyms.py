@@ -23,6 +23,7 @@ from collections import OrderedDict
 from hdrlog.elfheaders import ELF_TYPES, MACHINES, ElfInfo, Section, Segment, cstr, parse_headers
 from hdrlog.elfsymtab import Symbol, SymbolLookup
 from hdrlog.errors import HdrlogError
+from hdrlog.textsafe import TEXT_LIMIT, shown
 
 __all__ = ["Symbol", "Section", "Segment", "ElfFile", "clear_cache"]
 
@@ -46,17 +47,18 @@ class ElfFile(SymbolLookup):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.shown_path = p = shown(path, TEXT_LIMIT)  # for messages: a path may hold any byte but NUL
         self._mm: mmap.mmap | None = None
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # no hang on a FIFO
         except FileNotFoundError:
-            raise HdrlogError(f"ELF file {path} does not exist.") from None
+            raise HdrlogError(f"ELF file {p} does not exist.") from None
         except PermissionError:
-            raise HdrlogError(f"Cannot read {path}: permission denied (run hdrlog as root).") from None
+            raise HdrlogError(f"Cannot read {p}: permission denied (run hdrlog as root).") from None
         except ProcessLookupError:
-            raise HdrlogError(f"Cannot read {path}: the process it belongs to has exited.") from None
+            raise HdrlogError(f"Cannot read {p}: the process it belongs to has exited.") from None
         except OSError as e:
-            raise HdrlogError(f"Cannot open {path}: {e.strerror or e}.") from None
+            raise HdrlogError(f"Cannot open {p}: {e.strerror or e}.") from None
         try:
             self._info = self._load()
         except BaseException:
@@ -68,7 +70,7 @@ class ElfFile(SymbolLookup):
     def _load(self) -> ElfInfo:
         st = os.fstat(self._fd)
         if not stat.S_ISREG(st.st_mode):
-            raise HdrlogError(f"{self.path} is not a regular file, so not an ELF binary.")
+            raise HdrlogError(f"{self.shown_path} is not a regular file, so not an ELF binary.")
         key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         with _cache_lock:
             info = _cache.get(key)
@@ -76,8 +78,8 @@ class ElfFile(SymbolLookup):
                 _cache.move_to_end(key)
                 return info
         if st.st_size == 0:
-            raise HdrlogError(f"{self.path} is empty, not an ELF binary.")
-        info = parse_headers(self.path, self._map(), st.st_size)
+            raise HdrlogError(f"{self.shown_path} is empty, not an ELF binary.")
+        info = parse_headers(self.shown_path, self._map(), st.st_size)
         with _cache_lock:
             info = _cache.setdefault(key, info)
             while len(_cache) > _CACHE_MAX:

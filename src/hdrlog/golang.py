@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 from hdrlog.elfsyms import ElfFile, Symbol
 from hdrlog.errors import HdrlogError
+from hdrlog.textsafe import TEXT_LIMIT, shown
 
 __all__ = ["MIN_GO", "parse_version", "unsupported_reason", "return_sites", "return_offsets", "after_stack_check",
            "arg_spills"]
@@ -42,7 +43,7 @@ def unsupported_reason(version: str | None) -> str | None:
     if v is None:
         return None  # unknown: try (symbols and disassembly still have to work out)
     if v[:2] < MIN_GO:
-        return (f"{version} predates Go's register ABI (go1.17), which hdrlog's Go probes rely on; "
+        return (f"{shown(version, TEXT_LIMIT)} predates Go's register ABI (go1.17), which hdrlog's Go probes rely on; "
                 f"rebuild the program with go1.17 or later")
     return None
 
@@ -140,13 +141,14 @@ def return_offsets(path: str, sym: Symbol) -> tuple[int, ...]:
         if hit is not None:
             return hit
         if not 0 < sym.size <= _MAX_FUNC:
-            raise HdrlogError(f"{sym.name} in {path} has no usable size ({sym.size}); cannot find its returns.")
+            raise HdrlogError(f"{sym.name} in {elf.shown_path} has no usable size ({sym.size}); "
+                              f"cannot find its returns.")
         code = elf.read(sym.offset, sym.size)
         if len(code) != sym.size:
-            raise HdrlogError(f"{sym.name} in {path} extends beyond the end of the file.")
+            raise HdrlogError(f"{sym.name} in {elf.shown_path} extends beyond the end of the file.")
         sites = return_sites(code, sym.vaddr)
         if not sites:
-            raise HdrlogError(f"{sym.name} in {path} has no RET instruction; cannot read its results.")
+            raise HdrlogError(f"{sym.name} in {elf.shown_path} has no RET instruction; cannot read its results.")
         offsets = tuple(sym.offset + (a - sym.vaddr) for a in sites)
     with _cache_lock:
         _cache[key] = offsets

@@ -66,14 +66,14 @@ class PcLnTab:
         self.vaddr = vaddr
         self.data = data
         if len(data) < _HEADER_MIN:  # e.g. a .gopclntab section header with a corrupt size (found by fuzzing)
-            raise HdrlogError(f"{elf.path}: the Go function table at {vaddr:#x} is corrupt ({len(data)} bytes, "
+            raise HdrlogError(f"{elf.shown_path}: the Go function table at {vaddr:#x} is corrupt ({len(data)} bytes, "
                               f"shorter than its header).")
         magic, pad1, pad2, self.min_lc, self.ptr_size = struct.unpack_from("<IBBBB", data, 0)
         if magic == MAGIC_12:
-            raise UnsupportedPclntab(f"{elf.path} has a go1.2-go1.15 function table (magic {magic:#x}); "
+            raise UnsupportedPclntab(f"{elf.shown_path} has a go1.2-go1.15 function table (magic {magic:#x}); "
                                      f"hdrlog reads go1.16 and later.")
         if magic not in _FORMATS or pad1 or pad2 or self.ptr_size != 8:
-            raise HdrlogError(f"{elf.path}: no Go function table at {vaddr:#x} (header {data[:8].hex()}).")
+            raise HdrlogError(f"{elf.shown_path}: no Go function table at {vaddr:#x} (header {data[:8].hex()}).")
         self.magic = magic
         self.format = _FORMATS[magic]
         words = struct.unpack_from("<8Q", data, 8)
@@ -86,7 +86,7 @@ class PcLnTab:
         ent = 16 if magic == MAGIC_116 else 8
         if not (0 < self.nfunc < 1 << 24 and _HEADER_MIN <= self.funcname_off < n
                 and 0 < self.pcln_off and self.pcln_off + (self.nfunc + 1) * ent <= n):
-            raise HdrlogError(f"{elf.path}: the Go function table at {vaddr:#x} is corrupt "
+            raise HdrlogError(f"{elf.shown_path}: the Go function table at {vaddr:#x} is corrupt "
                               f"(nfunc {self.nfunc}, offsets beyond its {n} bytes).")
         self._ent = ent
         self.text_start, self.text_source = self._text_start()
@@ -107,7 +107,7 @@ class PcLnTab:
             return md
         text = self.elf.text_range
         if text is None:
-            raise HdrlogError(f"{self.elf.path}: cannot tell where Go's text starts (no .text, no moduledata).")
+            raise HdrlogError(f"{self.elf.shown_path}: cannot tell where Go's text starts (no .text, no moduledata).")
         return text[0], ".text"
 
     def _moduledata_text(self, rel: dict[int, int] | None) -> tuple[int, str] | None:
@@ -277,7 +277,8 @@ def find_pclntab(elf: ElfFile) -> PcLnTab | None:
         if seg_end is None or not _header_ok(head):
             continue
         if struct.unpack_from("<I", head)[0] == MAGIC_12:
-            raise UnsupportedPclntab(f"{elf.path} has a go1.2-go1.15 function table; hdrlog reads go1.16 and later.")
+            raise UnsupportedPclntab(f"{elf.shown_path} has a go1.2-go1.15 function table; "
+                                     f"hdrlog reads go1.16 and later.")
         sec = elf.get_section(".gopclntab")
         end = off + sec.size if sec is not None and sec.addr == vaddr else seg_end
         try:

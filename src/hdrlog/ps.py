@@ -14,6 +14,8 @@ import argparse
 import os
 import sys
 
+from hdrlog.textsafe import TEXT_LIMIT, shown
+
 EPILOG = """\
 examples:
   hdrlog ps                 # processes hdrlog can attach to, with TLS library, version and ports
@@ -158,7 +160,7 @@ def scan(pids: list[int] | None, include_none: bool) -> dict:
 
 
 def _tls_text(t: dict) -> str:
-    return f"{t['kind']} {t['version']}" if t["version"] else t["kind"]
+    return f"{t['kind']} {shown(t['version'], TEXT_LIMIT)}" if t["version"] else t["kind"]
 
 
 def render(res: dict, color: bool) -> str:
@@ -168,12 +170,14 @@ def render(res: dict, color: bool) -> str:
         for i, t in enumerate(tls):
             if i == 0:
                 pid = str(r["pid"]) + (f" ^{r['covered_by']}" if r.get("covered_by") else "")
-                comm = r["comm"] or "?"
+                comm = shown(r["comm"], TEXT_LIMIT) if r["comm"] else "?"  # a process names itself: any byte but NUL
                 ports = ",".join(map(str, r["ports"][:6])) + ("…" if len(r["ports"]) > 6 else "") or "-"
-                verdict = "yes" if r["attachable"] else f"no: {r['why']}" if r["why"] else "no"
+                # (why: sentences that name processes, files and versions read from them)
+                verdict = "yes" if r["attachable"] else f"no: {shown(r['why'], TEXT_LIMIT)}" if r["why"] else "no"
             else:
                 pid = comm = ports = verdict = ""
-            rows.append([pid, comm, _tls_text(t) if t else "none", t["path"] if t else "-", ports, verdict])
+            rows.append([pid, comm, _tls_text(t) if t else "none", shown(t["path"], TEXT_LIMIT) if t else "-", ports,
+                         verdict])
     widths = [max(len(x[i]) for x in rows) for i in range(5)]
     out = []
     for n, x in enumerate(rows):

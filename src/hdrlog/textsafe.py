@@ -8,9 +8,9 @@ value goes through :func:`shown` first.
 
 from __future__ import annotations
 
-__all__ = ["shown", "PATH_LIMIT"]
+__all__ = ["TEXT_LIMIT", "shown"]
 
-PATH_LIMIT = 4096  # a path is shown whole up to PATH_MAX; only its control characters are escaped
+TEXT_LIMIT = 4096  # paths (PATH_MAX), names and sentences up to this are shown whole, only escaped
 
 
 def shown(text: str, limit: int = 64) -> str:
