@@ -56,19 +56,18 @@ static __always_inline __u64 ossl_moved(struct pt_regs *ctx, struct hdrlog_call 
 
 static __always_inline int ossl_return(struct pt_regs *ctx, __u8 dir)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct hdrlog_call *c = calls.lookup(&id);
-	if (!c)
+	struct hdrlog_thread *t = hdrlog_call_current();
+	if (!t)
 		return 0;
+	struct hdrlog_call *c = &t->call;
 	__u64 n = ossl_moved(ctx, c);
-	if (n > 0)
-		hdrlog_emit_data(id, c, n, dir);
-	if (dir == HDRLOG_DIR_OUT && c->attr != HDRLOG_ATTR_IN_CALL && n > 0) {
+	if (n > 0) {
+		hdrlog_emit_data(bpf_get_current_pid_tgid(), c, n, dir);
 		/* memory BIO: the ciphertext leaves on the next socket send of this thread */
-		__u64 conn = c->conn;
-		send_pending.update(&id, &conn);
+		if (dir == HDRLOG_DIR_OUT && c->attr != HDRLOG_ATTR_IN_CALL)
+			t->send_pending = c->conn;
 	}
-	calls.delete(&id);
+	hdrlog_call_done(t);
 	return 0;
 }
 
@@ -84,13 +83,14 @@ int ossl_write_return(struct pt_regs *ctx)
 
 int ossl_handshake_return(struct pt_regs *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct hdrlog_call *c = calls.lookup(&id);
-	if (!c)
+	struct hdrlog_thread *t = hdrlog_call_current();
+	if (!t)
 		return 0;
+	struct hdrlog_call *c = &t->call;
 	if (c->attr != HDRLOG_ATTR_NONE)
-		hdrlog_emit_meta(id, c->conn, HDRLOG_EV_HANDSHAKE, HDRLOG_FN_SSL_DO_HANDSHAKE, c->attr, &c->tuple, 0);
-	calls.delete(&id);
+		hdrlog_emit_meta(bpf_get_current_pid_tgid(), c->conn, HDRLOG_EV_HANDSHAKE, HDRLOG_FN_SSL_DO_HANDSHAKE,
+				 c->attr, &c->tuple, 0);
+	hdrlog_call_done(t);
 	return 0;
 }
 

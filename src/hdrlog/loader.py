@@ -37,8 +37,10 @@ def probes_dir() -> Path:
 
 def program_text(libraries: Iterable[TlsLibrary]) -> str:
     pdir = probes_dir()
+    libraries = list(libraries)
     files = [COMMON_FILE] + sorted({lib.probe_file for lib in libraries})
-    parts = []
+    # common.bpf.c declares what only some libraries' probes need (HDRLOG_WITH_GOTLS, ...)
+    parts = [f"#define HDRLOG_WITH_{name.upper()} 1" for name in sorted({lib.name for lib in libraries})]
     for name in files:
         parts.append(f'#line 1 "{name}"\n' + (pdir / name).read_text())
     return "\n".join(parts)
