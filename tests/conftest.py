@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -104,12 +103,27 @@ class Proc:
                 self.p.wait(5)
 
 
-def start_server(procs, argv, **kw) -> tuple["Proc", int]:
-    """Start a server that prints "listening PORT" on stdout when ready; (process, port)."""
-    srv = procs(argv, stdout=subprocess.PIPE, text=True, **kw)
-    line = srv.p.stdout.readline()
+def start_server(start, argv, **kw) -> tuple:
+    """Start a server that prints "listening PORT" on stdout when ready; (process, port).
+
+    ``start`` is the ``procs`` fixture (the process is a :class:`Proc`, stopped after the test) or, in scripts
+    such as record_fixtures.py, ``subprocess.Popen``."""
+    srv = start(argv, stdout=subprocess.PIPE, text=True, **kw)
+    line = getattr(srv, "p", srv).stdout.readline()
     assert line.startswith("listening "), f"{argv[0]} did not start: {line!r}"
     return srv, int(line.split()[1])
+
+
+def start_gateway(start, certs, *extra: str) -> tuple:
+    """hdrlog's demo HTTPS gateway (hdrlog.demo.gateway) with the test certificate; (process, port)."""
+    cert, key = certs
+    return start_server(start, [sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key, *extra])
+
+
+@pytest.fixture
+def gateway(procs, certs):
+    """The demo gateway, started for this test: (process, port)."""
+    return start_gateway(procs, certs)
 
 
 @pytest.fixture

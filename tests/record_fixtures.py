@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from conftest import start_gateway, start_server
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 PY = sys.executable
@@ -53,15 +55,9 @@ def client(port: int, tag: str, n: int, conns: int, *extra) -> None:
                     "--connections", str(conns), *extra], check=True, stdout=subprocess.DEVNULL)
 
 
-def gateway(cert: str, key: str) -> tuple[subprocess.Popen, int]:
-    gw = subprocess.Popen([PY, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
-                          stdout=subprocess.PIPE, text=True)
-    return gw, int(gw.stdout.readline().split()[1])
-
-
 def python_ssl_server_keepalive(tmp: Path, cert: str, key: str) -> None:
     """Python ssl server (SSL_read_ex/SSL_write_ex, socket BIO): 14 varied requests on 2 connections."""
-    gw, port = gateway(cert, key)
+    gw, port = start_gateway(subprocess.Popen, (cert, key))
     try:
         h = attach(gw.pid, "python_ssl_server_keepalive", tmp)
         client(port, "fx", 14, 2)
@@ -74,8 +70,7 @@ def node_server_memory_bio(tmp: Path, cert: str, key: str) -> None:
     """node https (OpenSSL inside the executable, memory BIOs: SSL_read/SSL_write, no socket in the call)."""
     js = tmp / "server.js"
     js.write_text(NODE_SERVER)
-    node = subprocess.Popen(["node", str(js), key, cert], stdout=subprocess.PIPE, text=True)
-    port = int(node.stdout.readline().split()[1])
+    node, port = start_server(subprocess.Popen, ["node", str(js), key, cert])
     try:
         h = attach(node.pid, "node_server_memory_bio", tmp)
         client(port, "fx", 6, 2)
@@ -86,7 +81,7 @@ def node_server_memory_bio(tmp: Path, cert: str, key: str) -> None:
 
 def python_client(tmp: Path, cert: str, key: str) -> None:
     """hdrlog attached to a TLS client (requests written, responses read)."""
-    gw, port = gateway(cert, key)
+    gw, port = start_gateway(subprocess.Popen, (cert, key))
     go = tmp / "go"
     cl = subprocess.Popen([PY, "-m", "hdrlog.demo.client", "--port", str(port), "--tag", "fx", "--requests", "5",
                            "--connections", "1", "--wait-file", str(go)], stdout=subprocess.DEVNULL)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_client
+from conftest import ROOT, run_client, start_server
 
 PY = sys.executable
 SRC = ROOT / "src"
@@ -44,13 +44,6 @@ def assert_fixes(out: str) -> None:
     for i, ln in enumerate(rows):
         if ln.lstrip().startswith("FAIL"):
             assert rows[i + 1].strip().startswith("fix: "), (ln, rows[i + 1])
-
-
-@pytest.fixture
-def gateway(procs, certs):
-    cert, key = certs
-    gw = procs([PY, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key], stdout=subprocess.PIPE, text=True)
-    return gw, int(gw.p.stdout.readline().split()[1])
 
 
 @kernel
@@ -127,7 +120,7 @@ TLS_ECHO = textwrap.dedent("""
     import socket, ssl, sys, threading
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
     srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
-    print(srv.getsockname()[1], flush=True)
+    print("listening", srv.getsockname()[1], flush=True)
     def serve(c):
         with ctx.wrap_socket(c, server_side=True) as s:
             while (d := s.recv(4096)):
@@ -143,8 +136,7 @@ def test_probe_with_traffic_that_is_not_http(procs, certs, tmp_path):
     cert, key = certs
     script = tmp_path / "echo.py"
     script.write_text(TLS_ECHO)
-    srv = procs([PY, str(script), cert, key], stdout=subprocess.PIPE, text=True)
-    port = int(srv.p.stdout.readline())
+    srv, port = start_server(procs, [PY, str(script), cert, key])
 
     def traffic():
         import socket

@@ -11,10 +11,8 @@ import random
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import textwrap
-import time
 
 import orjson
 import pytest
@@ -24,6 +22,8 @@ from hdrlog.conntrack import CHUNK
 from hdrlog.http1 import Http1Parser
 from hdrlog.pipeline import Pipeline
 from hdrlog.redact import Redactor
+
+from conftest import start_server
 
 H = events.EVENT_HEADER
 
@@ -214,8 +214,7 @@ def test_kernel_non_http_over_tls_is_reported_in_the_summary(procs, certs, tmp_p
     from test_kernel_lifecycle import Run, by_type, summary_line
 
     cert, key = certs
-    srv = procs([sys.executable, "-c", NON_HTTP_SERVER, cert, key], stdout=subprocess.PIPE, text=True)
-    port = int(srv.p.stdout.readline().split()[1])
+    srv, port = start_server(procs, [sys.executable, "-c", NON_HTTP_SERVER, cert, key])
     h = Run(procs, tmp_path, [srv.pid])
     _tls_client(port, [b"EHLO client.example\r\n", b"AUTH PLAIN AHVzZXIAc2VjcmV0\r\n", b"MAIL FROM:<a@b>\r\n",
                        b"DATA\r\n", b"Subject: x\r\n\r\nbody\r\n.\r\n", b"QUIT\r\n"])
@@ -256,3 +255,19 @@ def test_kernel_100k_header_block_to_the_demo_gateway(procs, certs, tmp_path):
     assert "s3cr3t" not in h.out.read_text() and "s3cr3t" not in h.stderr()
     s = by_type(recs, "summary")[-1]
     assert s["truncated_messages"] >= 1  # Python reads TLS records (<= 16 KiB): the block is cut at 64 KiB
+
+
+def test_ps_table_escapes_what_processes_and_files_say():
+    """`hdrlog ps` prints a process's comm, its library path, TLS version and the reason it cannot be attached
+    to: all read from the process or its files (issue 7). A newline or terminal escape in any of them stays
+    escaped: one table line per process, no control character but the bold header's."""
+    from hdrlog import ps
+
+    evil = "x\nPID 1 root\x1b[2J\r"
+    rows = [{"pid": 4242, "ppid": 1, "comm": evil, "ports": [443], "attachable": False, "covered_by": None,
+             "why": f"PID 4242 ({evil}) maps no files", "tls": [{"kind": "go", "version": "go1.16" + evil,
+                                                               "path": "/tmp/" + evil + "/srv", "symbols": []}]}]
+    out = ps.render({"machine": {"attach_possible": True, "why": ""}, "processes": rows}, color=False)
+    lines = out.splitlines()
+    assert len(lines) == 3 and all(ln.isprintable() for ln in lines), lines
+    assert lines[1].count("x\\nPID 1 root\\x1b[2J\\r") == 4, lines[1]

@@ -10,14 +10,13 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import gobuild
-from conftest import TOKEN_SECRET, free_port, header, http_records, run_client, wait_port
+from conftest import TOKEN_SECRET, free_port, header, http_records, run_client, start_gateway, start_server, wait_port
 
 pytestmark = pytest.mark.kernel
 
@@ -41,10 +40,7 @@ def cur_bins():
 
 def go_server(procs, binary: str, certs, *extra: str):
     cert, key = certs
-    p = procs([binary, "server", "-cert", cert, "-key", key, *extra], stdout=subprocess.PIPE, text=True)
-    line = p.p.stdout.readline()
-    assert line.startswith("listening "), line
-    return p, int(line.split()[1])
+    return start_server(procs, [binary, "server", "-cert", cert, "-key", key, *extra])
 
 
 def https_ok(port: int, path: str = "/health") -> int:
@@ -156,9 +152,7 @@ def test_go_server_ipv6(procs, hdrlog, certs, cur_bins):
 def test_go_client(procs, hdrlog, certs, go_bins, tmp_path):
     """A stripped Go client: requests go out, role client, the tuple is the client's own socket."""
     cert, key = certs
-    gw = procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
-               stdout=subprocess.PIPE, text=True)
-    gw_port = int(gw.p.stdout.readline().split()[1])
+    gw, gw_port = start_gateway(procs, certs)
     go = tmp_path / "go"
     client = procs([go_bins["stripped"], "client", "-url", f"https://127.0.0.1:{gw_port}", "-tag", "gc",
                     "-requests", "10", "-conns", "3", "-wait-file", str(go)], stdout=subprocess.PIPE, text=True)

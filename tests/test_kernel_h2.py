@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 import gobuild
-from conftest import TOKEN_SECRET, free_port, header, http_records, nginx_available, wait_port
+from conftest import TOKEN_SECRET, free_port, header, http_records, nginx_available, start_server, wait_port
 
 pytestmark = pytest.mark.kernel
 
@@ -142,8 +142,7 @@ def test_node_h2_server(procs, hdrlog, certs, tmp_path):
     cert, key = certs
     js = tmp_path / "h2server.js"
     js.write_text(NODE_H2_SERVER)
-    node = procs(["node", str(js), key, cert], stdout=subprocess.PIPE, text=True)
-    port = int(node.p.stdout.readline().split()[1])
+    node, port = start_server(procs, ["node", str(js), key, cert])
     h = hdrlog(node.pid)
     tokens = [token() for _ in range(5)]
     curl_h2(port, tokens[:3], ["/n1", "/missing", "/n3?x=y"])
@@ -190,9 +189,7 @@ def test_go_h2_server(procs, hdrlog, certs, tmp_path):
     """A Go crypto/tls server (ALPN h2, Go's HPACK encoder) with curl and Go's own h2 client."""
     binary = str(gobuild.build())
     cert, key = certs
-    srv = procs([binary, "server", "-cert", cert, "-key", key, "-h2", "-name", "go-h2"], stdout=subprocess.PIPE,
-                text=True)
-    port = int(srv.p.stdout.readline().split()[1])
+    srv, port = start_server(procs, [binary, "server", "-cert", cert, "-key", key, "-h2", "-name", "go-h2"])
     h = hdrlog(srv.pid)
     tokens = [token() for _ in range(4)]
     curl_h2(port, tokens, ["/one", "/two?q=1", "/missing", "/three"])

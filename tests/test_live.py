@@ -190,13 +190,6 @@ def test_rotating_file(tmp_path):
 
 
 # --------------------------------------------------------------------------------- real kernel
-@pytest.fixture
-def gateway(procs, certs):
-    cert, key = certs
-    gw = procs([PY, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key], stdout=subprocess.PIPE, text=True)
-    return gw, int(gw.p.stdout.readline().split()[1])
-
-
 @pytest.mark.kernel
 def test_attach_in_a_terminal(gateway, tmp_path):
     gw, port = gateway

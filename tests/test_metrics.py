@@ -10,11 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, run_client
+from conftest import ROOT, free_port, run_client, start_gateway
 from hdrlog.metrics import Capped, MetricsServer, parse_addr
 
 PY = sys.executable
@@ -47,8 +46,7 @@ def value(text: str, name: str, **labels) -> float:
 @pytest.mark.kernel
 def test_scrape_during_a_real_attach(procs, hdrlog, certs):
     cert, key = certs
-    gw = procs([PY, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key], stdout=subprocess.PIPE, text=True)
-    port = int(gw.p.stdout.readline().split()[1])
+    gw, port = start_gateway(procs, certs)
     mport = free_port()
     h = hdrlog(gw.pid, extra=("--metrics", f"127.0.0.1:{mport}"))
     assert f"metrics on http://127.0.0.1:{mport}/metrics" in h.stderr()

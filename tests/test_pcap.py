@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, run_client
+from conftest import FIXTURES, run_client, start_gateway, start_server
 
 PY = sys.executable
 FIX = FIXTURES / "python_ssl_server_keepalive.events.jsonl"
@@ -73,8 +73,7 @@ def test_pcap_without_show_secrets_is_refused(tmp_path):
 @pytest.mark.kernel
 def test_attach_pcap_http1(procs, hdrlog, certs, tmp_path):
     cert, key = certs
-    gw = procs([PY, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key], stdout=subprocess.PIPE, text=True)
-    port = int(gw.p.stdout.readline().split()[1])
+    gw, port = start_gateway(procs, certs)
     pcap = tmp_path / "live.pcapng"
     h = hdrlog(gw.pid, extra=("--pcap", str(pcap), "--show-secrets"))
     conns = run_client(port, "pcap", requests=7, connections=2)
@@ -106,8 +105,7 @@ def test_attach_pcap_http2_node(procs, hdrlog, certs, tmp_path):
     cert, key = certs
     script = tmp_path / "h2.js"
     script.write_text(NODE_H2)
-    srv = procs([node, str(script), key, cert], stdout=subprocess.PIPE, text=True)
-    port = int(srv.p.stdout.readline().split()[1])
+    srv, port = start_server(procs, [node, str(script), key, cert])
     pcap = tmp_path / "h2.pcapng"
     h = hdrlog(srv.pid, extra=("--pcap", str(pcap), "--show-secrets"))
     for i in range(3):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
 
-from conftest import ROOT, run_client  # noqa: E402
+from conftest import ROOT, run_client, start_gateway  # noqa: E402
 
 SCHEMA_PATH = ROOT / "src" / "hdrlog" / "records.schema.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
@@ -155,9 +154,7 @@ def test_broken_other_records_are_invalid(rec):
 @pytest.mark.kernel
 def test_every_record_of_a_real_capture_validates(procs, certs, tmp_path):
     cert, key = certs
-    gw = procs([sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key],
-               stdout=subprocess.PIPE, text=True)
-    port = int(gw.p.stdout.readline().split()[1])
+    gw, port = start_gateway(procs, certs)
 
     def attach(name, *extra):
         out, err = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.err"
