@@ -625,3 +625,18 @@ def test_valid_request_streams_same_result_under_any_split(parts, rnd):
     cut, _ = run(splits(blob, "random", rnd))
     assert [t(m) for m in whole] == [t(m) for m in cut]
     assert len(whole) == len(reqs)
+
+
+def test_trim_frees_llhttp_only_between_messages():
+    p = Http1Parser()
+    assert [m.path for m in p.feed(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", 1)] == ["/a"]
+    p.trim()
+    assert p._p is None
+    assert p.feed(b"POST /b HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello", 2)[0].path == "/b"
+    p.trim()  # inside a body: llhttp's framing state is kept
+    assert p._p is not None
+    assert [m.path for m in p.feed(b"world" + NEXT_REQ, 3)] == ["/next?x=1"]
+    assert p.feed(b"GET /c HTTP/1.1\r\nHo", 4) == []
+    p.trim()  # inside a header block too
+    (m,) = p.feed(b"st: c\r\n\r\n", 5)
+    assert (m.path, m.headers) == ("/c", [("Host", "c")])
