@@ -21,6 +21,7 @@ from hdrlog.pairing import Pairer
 
 CHUNK = 16384  # HDRLOG_CHUNK in probes/common.bpf.c
 SNIFF_KEEP = 64 * 1024  # bytes per direction kept while a connection's protocol is undecided
+TRIM_NS = 2_000_000_000  # idle time after which a connection's HTTP/1 parsers free their llhttp state
 
 ATTRIBUTION = {
     Attr.NONE: None,
@@ -52,8 +53,10 @@ class Conn:
     gaps: int = 0
     body_hook: Callable | None = None  # opt-in body capture (MCP), given to every parser
     h2: h2.H2Conn | None = None  # set once the connection is seen to speak HTTP/2
-    pre: dict = field(default_factory=dict)  # direction -> [(data, ts)] while the protocol is undecided
-    seen: set = field(default_factory=set)  # directions that carried data
+    # direction -> [(data, ts)] while the protocol is undecided; None once decided (or before): memory per
+    # tracked connection matters (10,000 idle keep-alive connections), an empty dict costs 64 bytes, a set 216
+    pre: dict | None = None
+    seen: tuple = ()  # directions that carried data
     # records.http_record's caches: the "conn" object while (role, local, peer, attr) stay the same (shared
     # by the records, never mutated: a change builds a new one), and the last path redacted (raw, redactor,
     # redacted): a response repeats its request's path
@@ -81,7 +84,7 @@ class Conn:
         if p is None:
             # a response parser asks which method it answers (HEAD has no body), also when pipelined
             p = self.parsers[direction] = Http1Parser(response_to=self.pairer.responder(direction),
-                                                      body=self.body_hook)
+                                                      body=self.body_hook, takes_skip=True)
         return p
 
     def feed(self, direction: str, data: bytes, ts_ns: int) -> list[HttpMessage]:
@@ -96,8 +99,11 @@ class Conn:
             p = self.parser(direction)
         if p.state == "detect" or p.state == "not-http":
             first = direction not in self.seen
-            self.seen.add(direction)
+            if first:
+                self.seen += (direction,)
             s = h2.sniff(data)
+            if self.pre is None:
+                self.pre = {}
             q = self.pre.get(direction)
             if s == "no" and q and sum(len(d) for d, _ in q) < len(h2.PREFACE):
                 # a preface split across reads (q holds every chunk since the first while undecided)
@@ -114,22 +120,27 @@ class Conn:
             msgs = p.feed(data, ts_ns)
             if p.state not in ("detect", "not-http"):
                 self.pre.pop(direction, None)
+                if not self.pre:
+                    self.pre = None
             return msgs
-        self.seen.add(direction)
+        if direction not in self.seen:
+            self.seen += (direction,)
         return p.feed(data, ts_ns)
 
     def _to_h2(self, direction: str, data: bytes, ts_ns: int, exact: bool) -> list[HttpMessage]:
         other = "out" if direction == "in" else "in"
         op = self.parsers.get(other)
         if op is not None and op.state not in ("detect", "not-http"):
-            self.pre.pop(direction, None)  # the other direction really is HTTP/1: not an h2 connection
+            if self.pre is not None:  # the other direction really is HTTP/1: not an h2 connection
+                self.pre.pop(direction, None)
             return self.parsers[direction].feed(data, ts_ns)
         c = self.h2 = h2.H2Conn(exact=exact, body_hook=self.body_hook)
         self.parsers = dict(c.parsers)
         out: list[HttpMessage] = []
-        for d, t in self.pre.pop(other, ()):  # the other direction's earlier chunks came first
+        pre = self.pre or {}
+        for d, t in pre.pop(other, ()):  # the other direction's earlier chunks came first
             out += c.parsers[other].feed(d, t)
-        self.pre.clear()
+        self.pre = None
         out += c.parsers[direction].feed(data, ts_ns)
         return out
 
@@ -242,12 +253,21 @@ class Tracker:
         return self.counts["non_http"] + sum(1 for c in self.conns.values() if c.non_http)
 
     def expire(self, now_ns: int, force_oldest: bool = False) -> int:
-        """Forget connections idle longer than the timeout (or the oldest tenth when over capacity)."""
+        """Forget connections idle longer than the timeout (or the oldest tenth when over capacity); connections
+        idle longer than TRIM_S drop their HTTP/1 parsers' llhttp state between messages (memory)."""
         if force_oldest:
             victims = sorted(self.conns.items(), key=lambda kv: kv[1].last_ns)[: max(1, len(self.conns) // 10)]
         else:
             limit = now_ns - self.idle_ns
-            victims = [(k, c) for k, c in self.conns.items() if c.last_ns < limit]
+            trim = now_ns - TRIM_NS
+            victims = []
+            for k, c in self.conns.items():
+                if c.last_ns < trim:
+                    if c.last_ns < limit:
+                        victims.append((k, c))
+                    elif c.h2 is None:
+                        for p in c.parsers.values():
+                            p.trim()
         for k, _ in victims:
             del self.conns[k]
         self.counts["expired"] += len(victims)
