@@ -1,4 +1,6 @@
-"""Part 2 of the nginx bench: the consumer's lossless ceiling, and drops counted beyond it (see bench/nginx_bench.py)."""
+"""Part 2 of the nginx bench: the consumer's lossless ceiling, and drops counted beyond it.
+
+See bench/nginx_bench.py for what each step measures."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Shared helpers of the nginx bench: paths, /proc readers, waiting and stopping processes, the environment (certificate,
-wrk's private libssl)."""
+"""Shared helpers of the nginx bench: paths, /proc readers, waiting and stopping processes, the environment
+(certificate, wrk's private libssl)."""
 
 from __future__ import annotations
 
