@@ -407,7 +407,7 @@ def _pcl_table(magic: int, funcs: list[tuple[str, int]], text_end: int) -> bytes
 
 
 class _FakeElf:
-    path = "/fake/go-binary"
+    path = shown_path = "/fake/go-binary"
     segments: list = []
     text_range = (0x401000, 0x500000)
     elf_type = "EXEC"
