@@ -267,8 +267,12 @@ class Redactor:
             return [[n, v] for n, v in headers]
         out = []
         memo = self._values
+        names = self._names
         for n, v in headers:
-            if v and self.is_secret_name(n):
+            sec = names.get(n)  # is_secret_name's memo read inline: one method call less per header
+            if sec is None:
+                sec = self.is_secret_name(n)
+            if v and sec:
                 # the whole redacted value (cookie names, scheme, markers) memoised by hash((name, value)),
                 # as markers are (see value()): no plaintext is kept, a cookie header is split only once
                 h = hash((n, v))
