@@ -221,6 +221,23 @@ def test_deleted_executable(spawn, tmp_path):
     assert "searched 1 of its" in explain_none(pid) and "mysleep" in explain_none(pid)
 
 
+def test_hostile_comm_and_executable_name_are_escaped(spawn, tmp_path):
+    """A process names itself (comm, executable file name): a newline or terminal escape in them must not
+    break explain_none's one-line sentence (attach and doctor print it)."""
+    name = "evil\n\x1b[2Jx"
+    copy = tmp_path / name
+    shutil.copy(need("/usr/bin/sleep"), copy)
+    # /proc/PID/maps shows the newline as \012, so exe_is() cannot match: wait for the executable's mapping
+    pid = spawn([str(copy), "30"], lambda p: "evil" in maps_text(p) and "[stack]" in maps_text(p))
+    msg = explain_none(pid)
+    print(f"\n{msg}")
+    assert "\n" not in msg and "\x1b" not in msg
+    assert "evil\\n\\x1b[2Jx" in msg  # shown escaped, still recognisable
+    assert "could not read" not in msg  # the kernel's \012 in /proc/PID/maps is undone; the file is read
+    exe = next(m for m in process_mappings(pid) if m.path == str(copy))
+    assert exe.host_path.startswith(f"/proc/{pid}/map_files/")
+
+
 def _free_pid() -> int:
     return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # above pid_max: never a process
 

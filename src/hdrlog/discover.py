@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from hdrlog import golang, gopclntab
 from hdrlog.elfsyms import ElfFile, Symbol
 from hdrlog.errors import HdrlogError
+from hdrlog.textsafe import TEXT_LIMIT, shown
 
 __all__ = [
     "Mapping", "TlsTarget", "process_mappings", "find_tls", "go_info", "explain_none",
@@ -128,15 +129,21 @@ def process_mappings(pid: int) -> list[Mapping]:
         deleted = path.endswith(" (deleted)")
         if deleted:
             path = path[: -len(" (deleted)")]
+        # the kernel writes a newline in a path as \012 (and nothing else escaped): such a file is opened
+        # through map_files, which needs no path at all
+        escaped = "\\012" in path
+        if escaped:
+            path = path.replace("\\012", "\n")
         m = merged.get((dev, inode))
         if m is None:
             merged[(dev, inode)] = m = {"path": path, "dev": dev, "inode": inode, "base": start,
-                                        "executable": False, "deleted": deleted, "range": addr}
+                                        "executable": False, "deleted": deleted, "range": addr,
+                                        "by_map_files": deleted or escaped}
         m["base"] = min(m["base"], start)
         m["executable"] |= "x" in perms
     out = []
     for m in merged.values():
-        host = f"/proc/{pid}/map_files/{m['range']}" if m["deleted"] else f"/proc/{pid}/root{m['path']}"
+        host = f"/proc/{pid}/map_files/{m['range']}" if m["by_map_files"] else f"/proc/{pid}/root{m['path']}"
         out.append(Mapping(path=m["path"], host_path=host, dev=m["dev"], inode=m["inode"], base=m["base"],
                            executable=m["executable"], deleted=m["deleted"]))
     out.sort(key=lambda m: (m.base, m.dev, m.inode))
@@ -395,7 +402,7 @@ def find_tls(pid: int) -> list[TlsTarget]:
 
 
 def _names(ms: list[Mapping], limit: int = 8) -> str:
-    names = [os.path.basename(m.path) for m in ms[:limit]]
+    names = [shown(os.path.basename(m.path), TEXT_LIMIT) for m in ms[:limit]]
     more = f" and {len(ms) - limit} more" if len(ms) > limit else ""
     return ", ".join(names) + more
 
@@ -404,9 +411,10 @@ def explain_none(pid: int) -> str:
     """One sentence on why no TLS target was found in `pid`: what was searched, and whether the
     executable is a Go binary (and why its crypto/tls cannot be probed)."""
     s = _search(pid)
-    who = f"PID {pid} ({s.comm})"
+    who = f"PID {pid} ({shown(s.comm)})"
     if s.targets:
-        return f"{who} has TLS code: " + "; ".join(f"{t.kind} in {t.mapping.path}" for t in s.targets) + "."
+        return f"{who} has TLS code: " + "; ".join(f"{t.kind} in {shown(t.mapping.path, TEXT_LIMIT)}"
+                                                  for t in s.targets) + "."
     if not s.maps:
         return f"{who} maps no files (a kernel thread or a zombie), so there is nothing to search."
     hints = ", ".join(f"*{h}*" for h in NAME_HINTS)
@@ -415,8 +423,8 @@ def explain_none(pid: int) -> str:
     if s.unreadable:
         text += f"; could not read {_names([m for m, _ in s.unreadable], 3)} ({s.unreadable[0][1].rstrip('.')})"
     if s.go_version:
-        exe = s.exe.path if s.exe else "its executable"
+        exe = shown(s.exe.path, TEXT_LIMIT) if s.exe else "its executable"
         stripped = " (stripped)" if s.go_stripped else ""
         why = s.go_problem or "it has no crypto/tls (*Conn).Read/Write (it does not use Go's TLS)"
-        text += f"; {exe} is a Go {s.go_version} binary{stripped}; hdrlog cannot probe its TLS: {why}"
+        text += f"; {exe} is a Go {shown(s.go_version)} binary{stripped}; hdrlog cannot probe its TLS: {why}"
     return text + "."
