@@ -153,11 +153,12 @@ def patched_bytes(pid: int) -> int:
     return sum(1 for a, b in zip(mem[:n], disk[:n]) if a != b)
 
 
-def perf_event_fds(pid: int) -> int:
+def probe_fds(pid: int) -> int:
+    """File descriptors that hold uprobes: BPF links (uprobe_multi) or perf events (older kernels)."""
     n = 0
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
-            if os.readlink(fd) == "anon_inode:[perf_event]":
+            if os.readlink(fd) in ("anon_inode:bpf_link", "anon_inode:[perf_event]"):
                 n += 1
         except OSError:
             pass
@@ -216,7 +217,7 @@ def test_stop_on_signal_leaves_nothing_attached(procs, certs, tmp_path, sig):
     assert stat.S_IMODE(os.stat(h.out).st_mode) == 0o600
     err = h.stderr()
     assert f"pid {gw.pid} (python" in err and "libssl.so" in err and "SSL_read" in err and "SSL_write" in err
-    assert perf_event_fds(h.pid) > 0, "uprobes are perf events held by hdrlog"
+    assert probe_fds(h.pid) > 0, "uprobes are BPF links (or perf events) held by hdrlog"
     assert patched_bytes(gw.pid) > 0, "while attached, the target's libssl carries breakpoints"
     run_client(port, "sig", requests=3, connections=1)
     records = assert_clean_stop(h, h.signal(sig), gw.pid, port)
@@ -257,7 +258,7 @@ def test_stop_when_every_target_has_exited(procs, certs, tmp_path, reaped):
 
 
 def test_sigkill_leaves_nothing_attached(procs, certs, tmp_path):
-    """Uprobes are perf events owned by hdrlog's file descriptors: even a SIGKILL takes them all away."""
+    """Uprobes are BPF links owned by hdrlog's file descriptors: even a SIGKILL takes them all away."""
     gw, port = gateway(procs, certs)
     h = Run(procs, tmp_path, [gw.pid])
     assert patched_bytes(gw.pid) > 0

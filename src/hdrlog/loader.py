@@ -2,20 +2,23 @@
 
 The BPF program is one main text: probes/common.bpf.c followed by the probe file of every TLS library in
 use, joined with #line markers (bcc rewrites map accesses and tracepoint arguments in the main file only).
-Settings are -D flags. Uprobes are attached through perf_event_open (bcc's bpf_attach_uprobe) at the
-file offsets discover.py resolved, per process, so nothing is left in tracefs if hdrlog is killed.
+Settings are -D flags. Uprobes are attached at the file offsets discover.py resolved, per process, by
+uprobelink.py: one BPF uprobe_multi link per (program, process, file, entry/return) on Linux 6.6+, else one
+uprobe perf event per offset (the PMU only). Either is just a file descriptor: nothing is ever written to
+tracefs, and the kernel removes every probe when hdrlog exits, SIGKILL included.
 """
 
 from __future__ import annotations
 
 import ctypes as ct
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hdrlog import placement
+from hdrlog import placement, uprobelink
 from hdrlog.elfsyms import ElfFile
 from hdrlog.errors import HdrlogError
 from hdrlog.placement import Site
@@ -53,7 +56,7 @@ class AttachedProbe:
     path: str
     offset: int
     kind: str  # "entry" | "return" (uretprobe) | "ret-insn" (a uprobe on one RET instruction)
-    ev_name: bytes
+    fd: int  # the link (shared by the sites of one program) or perf event that holds this uprobe
     site: Site | None = None  # where and why (placement.py)
 
 
@@ -110,6 +113,7 @@ class ProbeSet:
         from bcc import BPF  # imported here: preflight explains a missing bcc before we get this far
 
         self._BPF = BPF
+        self.mode = uprobelink.mode()  # "multi" (uprobe_multi links) or "perf" (older kernels)
         self.settings = settings or Settings()
         self.libraries = list(libraries)
         text = program_text(self.libraries)
@@ -126,6 +130,10 @@ class ProbeSet:
             raise HdrlogError(explain_compile_error(cap.text or str(err))) from None
         _trim_heap()
         self.attached: dict[int, list[AttachedProbe]] = {}
+        self._fds: dict[int, list[int]] = {}  # per process: the links / perf events holding its uprobes
+        self.notes: list[str] = []  # what the loader changed on its own (said on stderr by the session)
+        self.detach_seconds = 0.0
+        self._noted: set[tuple[int, str]] = set()
         self._fns: dict[str, object] = {}
         self._plans: dict[tuple, list[Site]] = {}
 
@@ -146,49 +154,85 @@ class ProbeSet:
 
     def attach(self, pid: int, library: TlsLibrary, path: str, symbols: dict) -> list[AttachedProbe]:
         """Attach every uprobe of `library` whose symbol is in `symbols` (name → discover Symbol) for pid."""
-        from bcc import libbcc
-
-        done: list[AttachedProbe] = []
-        bpath = path.encode()
+        sites = self.plan(library, path, symbols)
         try:
-            for site in self.plan(library, path, symbols):
-                fn = self._fns.get(site.fn)
-                if fn is None:
-                    fn = self._fns[site.fn] = self.bpf.load_func(site.fn.encode(), self._BPF.KPROBE)
-                attach_type = 1 if site.kind == "return" else 0  # a uretprobe, else a uprobe
-                ev = self.bpf._get_uprobe_evname(b"r" if attach_type else b"p", bpath, site.offset, pid)
-                fd = libbcc.lib.bpf_attach_uprobe(fn.fd, attach_type, ev, bpath, site.offset, pid)
-                if fd < 0:
-                    if _exited(pid):
-                        raise HdrlogError(f"process {pid} exited while hdrlog was attaching to it.")
-                    raise HdrlogError(
-                        f"the kernel refused a uprobe on {site.symbol} ({site.where}) in {path} for process "
-                        f"{pid}; check that uprobes are enabled (hdrlog doctor)."
-                    )
-                self.bpf._add_uprobe_fd(ev, fd)
-                done.append(AttachedProbe(pid, site.symbol, path, site.offset, site.kind, ev, site))
-        except BaseException:
-            self._detach_list(done)
-            raise
+            done = self._attach_sites(pid, path, sites)
+        except uprobelink.AttachError as exc:
+            refused = getattr(exc, "sites", None)
+            if exc.errno != errno.EINVAL or not refused or self.settings.placement == "entry":
+                raise self._explain(pid, exc) from None
+            # the kernel refused one placed offset (usually a uprobe another tool leaked there, see uprobelink):
+            # the functions it covers go back to their symbols' entries, the others keep their placement
+            names = {n for s in refused for n in s.symbol.split("+")}
+            with ElfFile(path) as elf:
+                entry = placement.plan(elf, library, symbols, path=path, mode="entry")
+            retry = [s for s in sites if not names & set(s.symbol.split("+"))] + [s for s in entry if s.symbol in names]
+            try:
+                done = self._attach_sites(pid, path, retry)
+            except uprobelink.AttachError as exc2:
+                raise self._explain(pid, exc2) from None
+            where = ", ".join(sorted({s.where for s in refused}))
+            key = (os.stat(path).st_ino, where)
+            if key not in self._noted:  # said once per file, not once per worker
+                self._noted.add(key)
+                self.notes.append(f"pid {pid}: the kernel refused a uprobe at {where} in {path} (EINVAL; usually a "
+                                  f"uprobe another tool left at that offset, `dmesg | grep ref_ctr_offset` shows it), so "
+                                  f"{', '.join(sorted(names))} is probed at its entry instead")
         self.attached.setdefault(pid, []).extend(done)
         self.bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
         return done
 
-    def _detach_list(self, probes: list[AttachedProbe]) -> None:
-        # Each close waits for the kernel to unregister its uprobe (~0.1 s per probe measured on 6.18,
-        # serialised in the kernel: closing in parallel threads gained only ~10%).
-        for p in probes:
-            try:
-                self.bpf.detach_uprobe_event(p.ev_name)
-            except Exception:
-                pass  # already gone with its process
+    @staticmethod
+    def _explain(pid: int, exc: HdrlogError) -> HdrlogError:
+        if _exited(pid):
+            return HdrlogError(f"process {pid} exited while hdrlog was attaching to it.")
+        return exc
 
-    def detach(self, pid: int) -> None:
-        self._detach_list(self.attached.pop(pid, []))
+    def _prog_fd(self, name: str) -> int:
+        fn = self._fns.get(name)
+        if fn is None:
+            attach_type = uprobelink.BPF_TRACE_UPROBE_MULTI if self.mode == "multi" else -1
+            fn = self._fns[name] = self.bpf.load_func(name.encode(), self._BPF.KPROBE, attach_type=attach_type)
+        return fn.fd
+
+    def _attach_sites(self, pid: int, path: str, sites: list[Site]) -> list[AttachedProbe]:
+        """multi: one link per (program, entry/return) carrying all its offsets; perf: one event per site."""
+        groups: dict[tuple[str, bool], list[Site]] = {}
+        for site in sites:
+            groups.setdefault((site.fn, site.kind == "return"), []).append(site)
+        done: list[AttachedProbe] = []
+        fds: list[int] = []
+        try:
+            for (name, ret), group in groups.items():
+                prog = self._prog_fd(name)
+                if self.mode == "multi":
+                    fd = uprobelink.attach_multi(prog, path, sorted({s.offset for s in group}), pid, ret)
+                    fds.append(fd)
+                    done += [AttachedProbe(pid, s.symbol, path, s.offset, s.kind, fd, s) for s in group]
+                else:
+                    for s in group:
+                        fd = uprobelink.attach_perf(prog, path, s.offset, pid, ret)
+                        fds.append(fd)
+                        done.append(AttachedProbe(pid, s.symbol, path, s.offset, s.kind, fd, s))
+        except uprobelink.AttachError as exc:
+            uprobelink.close_all(fds)
+            exc.sites = group  # which sites the kernel refused (attach() may place them elsewhere)
+            raise
+        except BaseException:
+            uprobelink.close_all(fds)
+            raise
+        self._fds.setdefault(pid, []).extend(fds)
+        return done
+
+    def detach(self, pid: int) -> float:
+        """Remove pid's probes; the seconds the kernel took (its fds are closed in parallel threads)."""
+        self.attached.pop(pid, None)
+        took = uprobelink.close_all(self._fds.pop(pid, []))
         try:
             del self.bpf["targets"][ct.c_uint32(pid)]
         except KeyError:
             pass
+        return took
 
     # -- events ----------------------------------------------------------------------------------
     def open(self, callback: Callable[[memoryview], None]) -> None:
@@ -216,8 +260,10 @@ class ProbeSet:
         return out
 
     def close(self) -> None:
-        for pid in list(self.attached):
-            self.detach(pid)
+        # every process's probes at once: the kernel's waits for each fd overlap (README, Detach)
+        fds = [fd for pid in list(self._fds) for fd in self._fds.pop(pid)]
+        self.attached.clear()
+        self.detach_seconds = uprobelink.close_all(fds)
         reader = getattr(self, "reader", None)
         if reader is not None:
             reader.close()

@@ -196,6 +196,7 @@ class Session:
                     target.probes += self.probeset.attach(pid, lib, t.mapping.host_path, t.symbols)
         except (HdrlogError, OSError) as exc:
             # OSError: the process's files under /proc/PID/root vanished with it
+            self._say_notes()
             self.probeset.detach(pid)
             if strict:
                 if _gone(pid):  # a zombie still has /proc/PID, so the loader cannot always tell
@@ -204,6 +205,7 @@ class Session:
                     raise HdrlogError(f"cannot attach to process {pid}: {exc}.") from None
                 raise
             return
+        self._say_notes()
         if not target.probes:
             return
         self.targets[pid] = target
@@ -218,6 +220,11 @@ class Session:
                 path=t.mapping.path, version=t.version,
                 symbols=sorted({p.symbol for p in target.probes}), blocked_socket_reads=len(blocked),
             ))
+
+    def _say_notes(self) -> None:
+        for note in self.probeset.notes:  # outside _libbcc_quiet, which silences fd 2
+            log(note)
+        self.probeset.notes.clear()
 
     def _lib_of_pid(self, pid: int) -> str:
         t = self.targets.get(pid)
