@@ -143,6 +143,35 @@ def _tracepoints(r: Report) -> None:
               "(connection addresses)")
 
 
+def _stale_uprobes(r: Report) -> None:
+    if preflight._tracing_dir() is None:
+        return
+    stale = preflight.stale_uprobe_events()
+    if not stale:
+        r.add("machine", "stale uprobes", "ok", "no tracefs uprobe_events entry left by a dead bcc-based tool")
+        return
+    pids = sorted({pid for _, pid in stale})
+    r.add("machine", "stale uprobes", "warn",
+          f"{len(stale)} tracefs uprobe_events entr{'y' if len(stale) == 1 else 'ies'} left by dead bcc-based tool "
+          f"process(es) {', '.join(map(str, pids[:8]))}{', …' if len(pids) > 8 else ''} (libbcc's tracefs fallback; "
+          "hdrlog never writes tracefs): they clutter uprobe_events until removed",
+          f"`hdrlog setup` removes them, or run `{preflight.remove_uprobe_events_command(stale)}`")
+
+
+def _uprobe_attach(r: Report) -> None:
+    from hdrlog import uprobelink
+
+    ok, why = uprobelink.probe_multi()
+    if ok:
+        r.add("machine", "uprobe links", "ok", why + ": probes detach in one kernel synchronisation per link, "
+              "nothing is written to tracefs")
+    elif why.startswith("not tested"):
+        r.add("machine", "uprobe links", "info", why)
+    else:
+        r.add("machine", "uprobe links", "warn", why + ": hdrlog uses one uprobe perf event per probe instead "
+              "(detaching takes ~0.1 s per probe, e.g. ~2 s for nginx with 2 workers)", "use Linux 6.6 or later")
+
+
 def _ringbuf(r: Report) -> bool:
     rel = platform.release()
     nr = _SYS_BPF.get(platform.machine())
@@ -190,6 +219,10 @@ def machine_checks(r: Report, compile_probes: bool = True) -> bool:
     priv = r.check("machine", preflight.check_privileges()).status == "ok"
     tfs = _tracefs(r)
     up = r.check("machine", preflight.check_uprobes()).status == "ok"
+    if up:
+        _uprobe_attach(r)
+    if tfs:
+        _stale_uprobes(r)
     _tracepoints(r)
     rb = _ringbuf(r)
     r.check("machine", preflight.check_btf(), fail_status="info")

@@ -301,6 +301,68 @@ def check_btf() -> Check:
     return Check("btf", False, f"no kernel BTF ({BTF_VMLINUX} is missing)", "use a kernel built with CONFIG_DEBUG_INFO_BTF=y")
 
 
+# ------------------------------------------------------------------------------- stale uprobe events
+_BCC_EVENT_RE = re.compile(r"^([pr]):(\S+?)/(\S+_bcc_(\d+))(?:\s|$)")
+
+
+def _pid_dead(pid: int) -> bool:
+    """No such process, or a zombie (whose fds, and so its probes, are already closed)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def stale_uprobe_events(tracing_dir: str | None = None) -> list[tuple[str, int]]:
+    """tracefs uprobe_events entries that bcc-based tools (libbcc's tracefs fallback names them
+    `..._bcc_<tool pid>`) left behind when they died: [("group/event", tool pid)], tool pid dead. Entries of
+    live processes are never listed. hdrlog itself never writes tracefs (uprobelink.py)."""
+    d = tracing_dir or _tracing_dir()
+    if d is None:
+        return []
+    try:
+        with open(os.path.join(d, "uprobe_events")) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        m = _BCC_EVENT_RE.match(line)
+        if m and _pid_dead(int(m.group(4))):
+            out.append((f"{m.group(2)}/{m.group(3)}", int(m.group(4))))
+    return out
+
+
+def remove_uprobe_events_command(events: list[tuple[str, int]], tracing_dir: str | None = None) -> str:
+    d = tracing_dir or _tracing_dir() or TRACEFS
+    return f"printf '%s\\n' {' '.join('-:' + e for e, _ in events)} >> {d}/uprobe_events"
+
+
+def write_uprobe_events(line: str, tracing_dir: str | None = None) -> None:
+    """One command to uprobe_events, as `echo ... >>` does it (Python's append mode seeks, which tracefs refuses)."""
+    fd = os.open(os.path.join(tracing_dir or _tracing_dir() or TRACEFS, "uprobe_events"), os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def remove_stale_uprobe_events(tracing_dir: str | None = None) -> tuple[list[str], list[str]]:
+    """Remove the entries stale_uprobe_events() lists (re-checked one by one just before); (removed, errors)."""
+    d = tracing_dir or _tracing_dir()
+    removed, errors = [], []
+    for event, pid in stale_uprobe_events(d):
+        if not _pid_dead(pid):
+            continue
+        try:
+            write_uprobe_events(f"-:{event}\n", d)
+            removed.append(event)
+        except OSError as exc:  # EBUSY: something still has it open
+            errors.append(f"{event}: {exc.strerror}")
+    return removed, errors
+
+
 # ------------------------------------------------------------------------------------------ summary
 def require_attach_ready() -> None:
     """Raise HdrlogError with the first failed check's sentence (fix included); mounts tracefs if needed."""

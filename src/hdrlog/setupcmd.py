@@ -1,4 +1,5 @@
-"""``hdrlog setup``: make this machine ready to attach (kernel headers links, tracefs).
+"""``hdrlog setup``: make this machine ready to attach (kernel headers links, tracefs; removes tracefs uprobe
+events that dead bcc-based tools left behind).
 
 Idempotent: a second run changes nothing and says so.  Run by ``make setup`` after the packages and
 the venv are in place; also usable on its own as root (``python -m hdrlog.setupcmd [--no-apt]``).
@@ -63,6 +64,14 @@ def run_setup(args) -> int:
         if os.geteuid() != 0:
             raise HdrlogError(f"{tracefs.detail}, and `hdrlog setup` must run as root to mount it: run `sudo hdrlog setup`.")
         raise HdrlogError(tracefs.message() + ".")
+
+    if root == "/" and os.geteuid() == 0:
+        removed, errors = preflight.remove_stale_uprobe_events()
+        if removed:
+            done.append(f"removed {len(removed)} tracefs uprobe_events entr{'y' if len(removed) == 1 else 'ies'} left "
+                        f"by dead bcc-based tools: {', '.join(removed)}")
+        for e in errors:
+            print(f"hdrlog setup: warning: could not remove the stale uprobe event {e}", file=sys.stderr)
 
     for line in done:
         print(f"hdrlog setup: {line}")
