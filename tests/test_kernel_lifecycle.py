@@ -9,6 +9,7 @@ process's copy of the library's text, so the executable mapping of libssl in the
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
@@ -138,8 +139,24 @@ def ssl_text(pid: int) -> tuple[int, int, int, str]:
     raise AssertionError(f"no executable libssl mapping in {pid}")
 
 
-def patched_bytes(pid: int) -> int:
-    """Bytes of libssl's code in pid's memory that differ from the file: uprobe breakpoints."""
+_CONTROL: subprocess.Popen | None = None
+
+
+def control_pid() -> int:
+    """An idle Python that maps the same libssl and that no hdrlog ever attaches to: a byte patched in it too
+    is another tool's system-wide uprobe (bench/nginx_bench.py's bpftrace condition puts int3 on SSL_read and
+    SSL_write in every process mapping libssl), not one hdrlog left."""
+    global _CONTROL
+    if _CONTROL is None or _CONTROL.poll() is not None:
+        _CONTROL = subprocess.Popen([sys.executable, "-c", "import ssl, sys; print('ready', flush=True); sys.stdin.read()"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert _CONTROL.stdout.readline().strip() == "ready"
+        atexit.register(_CONTROL.kill)
+    return _CONTROL.pid
+
+
+def _text_bytes(pid: int) -> tuple[bytes, bytes, int]:
+    """(libssl's executable mapping in pid's memory, the same range of the file, its file offset)."""
     start, end, off, path = ssl_text(pid)
     with open(f"/proc/{pid}/mem", "rb", buffering=0) as m:
         m.seek(start)
@@ -147,10 +164,24 @@ def patched_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/root{path}", "rb") as f:
         f.seek(off)
         disk = f.read(end - start)
+    return mem, disk, off
+
+
+def foreign_breakpoints() -> set[int]:
+    """File offsets of libssl that another tool's system-wide uprobes patch right now (seen in control_pid)."""
+    mem, disk, off = _text_bytes(control_pid())
+    return {off + i for i, (a, b) in enumerate(zip(mem, disk)) if a != b}
+
+
+def patched_bytes(pid: int) -> int:
+    """Bytes of libssl's code in pid's memory that differ from the file: uprobe breakpoints, those of
+    system-wide probes of other tools (also in the control process) excepted."""
+    mem, disk, off = _text_bytes(pid)
     n = min(len(mem), len(disk))
     if mem[:n] == disk[:n]:
         return 0
-    return sum(1 for a, b in zip(mem[:n], disk[:n]) if a != b)
+    diff = {off + i for i, (a, b) in enumerate(zip(mem[:n], disk[:n])) if a != b}
+    return len(diff - foreign_breakpoints())
 
 
 def probe_fds(pid: int) -> int:

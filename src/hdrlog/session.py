@@ -168,6 +168,7 @@ class Session:
                 src = f" (symbols from {', '.join(tables)})" if tables else ""
                 parts.append(f"pid {t.pid} ({t.comm}): {tt.kind}{ver} {tt.mapping.path}{src} [{', '.join(syms)}]")
         log("attached to " + "; ".join(parts))
+        self._say_notes()  # only once attached: a failed attach says one sentence, its error
         if self.opts.verbose:
             self._log_placement()
 
@@ -196,7 +197,6 @@ class Session:
                     target.probes += self.probeset.attach(pid, lib, t.mapping.host_path, t.symbols)
         except (HdrlogError, OSError) as exc:
             # OSError: the process's files under /proc/PID/root vanished with it
-            self._say_notes()
             self.probeset.detach(pid)
             if strict:
                 if _gone(pid):  # a zombie still has /proc/PID, so the loader cannot always tell
@@ -205,7 +205,6 @@ class Session:
                     raise HdrlogError(f"cannot attach to process {pid}: {exc}.") from None
                 raise
             return
-        self._say_notes()
         if not target.probes:
             return
         self.targets[pid] = target
@@ -222,7 +221,7 @@ class Session:
             ))
 
     def _say_notes(self) -> None:
-        for note in self.probeset.notes:  # outside _libbcc_quiet, which silences fd 2
+        for note in self.probeset.notes:  # said outside _libbcc_quiet, which silences fd 2
             log(note)
         self.probeset.notes.clear()
 
@@ -260,6 +259,7 @@ class Session:
                     tls = self._safe_find(pid, strict=False)
                     if tls:
                         self._attach(pid, tls, strict=False)
+                        self._say_notes()
                         if pid in self.targets and pid in self._execd:
                             log(f"attached to pid {pid} ({self.targets[pid].comm}), the program it exec'd; its "
                                 f"TLS traffic between the exec and now is not captured")
