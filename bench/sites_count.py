@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -50,11 +51,25 @@ def main() -> int:
     ap.add_argument("--placement", choices=("auto", "entry"), default="auto")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    from bcc import BPF, libbcc
+    from bcc import BPF
 
-    from hdrlog import discover, placement
+    from hdrlog import discover, placement, uprobelink
     from hdrlog.elfsyms import ElfFile
     from hdrlog.tlslibs import REGISTRY
+
+    def refused(path: str, offset: int, ret: bool, pid: int) -> bool:
+        """The kernel refuses this offset (EINVAL: a uprobe another tool leaked there; hdrlog's loader then
+        probes the function at its entry instead, and so do we)."""
+        if uprobelink.mode() != "multi":
+            return False
+        fd = uprobelink._load_trivial(uprobelink.BPF_TRACE_UPROBE_MULTI)[0]
+        try:
+            uprobelink.close_all([uprobelink.attach_multi(fd, path, [offset], pid, ret)])
+            return False
+        except uprobelink.AttachError:
+            return True
+        finally:
+            os.close(fd)
 
     plans = []  # (pid, path, site)
     for pid in a.pid:
@@ -62,9 +77,17 @@ def main() -> int:
             lib = REGISTRY.get(t.kind)
             if lib is None:
                 continue
-            with ElfFile(t.mapping.host_path) as elf:
-                for site in placement.plan(elf, lib, t.symbols, path=t.mapping.host_path, mode=a.placement):
-                    plans.append((pid, t.mapping.host_path, site))
+            path = t.mapping.host_path
+            with ElfFile(path) as elf:
+                sites = placement.plan(elf, lib, t.symbols, path=path, mode=a.placement)
+                bad = {n for s in sites if refused(path, s.offset, s.kind == "return", pid)
+                       for n in s.symbol.split("+")}
+                if bad:
+                    entry = placement.plan(elf, lib, t.symbols, path=path, mode="entry")
+                    sites = [s for s in sites if not bad & set(s.symbol.split("+"))] + \
+                            [s for s in entry if s.symbol in bad]
+                    sys.stderr.write(f"sites_count: {', '.join(sorted(bad))} refused where placed; at entry instead\n")
+            plans += [(pid, path, site) for site in sites]
     if not plans:
         sys.stderr.write("sites_count: no TLS library found\n")
         return 2
@@ -72,18 +95,26 @@ def main() -> int:
     text = "\n".join(PROG.replace("count_site", f"count_site_{i}").replace("BPF_ARRAY(hits, u64, 64);", "")
                      .replace("SITE", str(i)) for i in range(len(keys)))
     b = BPF(text="BPF_ARRAY(hits, u64, 64);\n" + text + TP)
-    fds = []
+    # attached exactly as hdrlog's loader does: uprobe_multi links (one per program, process, file and
+    # entry/return), or one perf event per uprobe where the kernel has no uprobe_multi
+    mode = uprobelink.mode()
+    attach_type = uprobelink.BPF_TRACE_UPROBE_MULTI if mode == "multi" else -1
+    groups: dict[tuple, list[int]] = {}
     for pid, path, site in plans:
         i = keys.index((site.kind, site.where))
-        fn = b.load_func(f"count_site_{i}".encode(), BPF.KPROBE)
-        ev = b._get_uprobe_evname(b"r" if site.kind == "return" else b"p", path.encode(), site.offset, pid)
-        fd = libbcc.lib.bpf_attach_uprobe(fn.fd, 1 if site.kind == "return" else 0, ev, path.encode(),
-                                          site.offset, pid)
-        if fd < 0:
-            sys.stderr.write(f"sites_count: cannot attach {site.kind} at {site.where} in {path} for {pid}\n")
+        groups.setdefault((i, pid, path, site.kind == "return"), []).append(site.offset)
+    fds = []
+    for (i, pid, path, ret), offsets in groups.items():
+        fn = b.load_func(f"count_site_{i}".encode(), BPF.KPROBE, attach_type=attach_type)
+        try:
+            if mode == "multi":
+                fds.append(uprobelink.attach_multi(fn.fd, path, sorted(set(offsets)), pid, ret))
+            else:
+                fds += [uprobelink.attach_perf(fn.fd, path, off, pid, ret) for off in sorted(set(offsets))]
+        except uprobelink.AttachError as exc:
+            sys.stderr.write(f"sites_count: {exc}\n")
+            uprobelink.close_all(fds)
             return 2
-        b._add_uprobe_fd(ev, fd)
-        fds.append(ev)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -92,6 +123,7 @@ def main() -> int:
     hits = {f"{k}@{w}": int(b["hits"][i].value) for i, (k, w) in enumerate(keys)}
     print(json.dumps({"hits": hits, "tracepoint_hits": int(b["tp_hits"][0].value),
                       "sites": [f"{s.kind} {s.where} ({s.insn}; {s.cost})" for _, _, s in plans]}), flush=True)
+    uprobelink.close_all(fds)
     b.cleanup()
     return 0
 
