@@ -640,3 +640,15 @@ def test_trim_frees_llhttp_only_between_messages():
     p.trim()  # inside a header block too
     (m,) = p.feed(b"st: c\r\n\r\n", 5)
     assert (m.path, m.headers) == ("/c", [("Host", "c")])
+
+
+def test_garbage_after_a_keep_alive_response_is_no_phantom_response():
+    """llhttp keeps the previous response's status code until it parses a new status line: garbage after a
+    response (its parser reused) must not come out as a truncated copy of that response."""
+    p = Http1Parser(response_to=lambda skip=0: "GET", takes_skip=True)
+    out = p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", 1) + p.feed(b"\xe1\xd5s\x81garbage", 2)
+    out += p.close(3)
+    assert [(m.status, m.truncated) for m in out] == [(200, False)] and p.errors == 1
+    p = Http1Parser(response_to=lambda skip=0: "GET", takes_skip=True)
+    out = p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 404 Not", 1) + p.close(2)
+    assert [(m.status, m.truncated, m.reason) for m in out] == [(200, False, "OK"), (404, True, "Not")]

@@ -360,3 +360,37 @@ def test_inferred_tuple_of_a_closing_socket_is_ignored():
                            -1, b""))
     c = f.t.conns[(100, 7)]
     assert (c.local, c.peer, c.attribution) == ("127.0.0.1:8000", "127.0.0.1:41094", "recv-before")
+
+
+def test_content_length_bodies_sliced_beside_llhttp_at_any_split():
+    """Content-Length bodies are taken beside llhttp (no stop, no new parser): pipelined messages, the body
+    ending inside a chunk that goes on with the next message, or llhttp beginning the next message before the
+    body was handed over (two messages in one segment): same messages, in order, wherever the chunks split."""
+    b1 = json.dumps(rpc("tools/call", 1, name="a", arguments={})).encode()
+    b2 = json.dumps(rpc("tools/list", 2)).encode()
+    reqs = post(b1) + post(b'{"not": "rpc"}' * 40, session=None, version=None) + post(b2) \
+        + b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n" + post(b1)
+    resps = response(json.dumps({"jsonrpc": "2.0", "id": 1, "result": {}})) + response(b'{"a": 1}') \
+        + response(json.dumps({"jsonrpc": "2.0", "id": 2, "error": {"code": -1, "message": "m"}}))
+
+    def feed(stream, cuts, kind):
+        p = (Http1Parser(body=Mcp()) if kind == "request" else
+             Http1Parser(response_to=lambda skip=0: "POST", body=Mcp(), takes_skip=True))
+        out, last = [], 0
+        for c in (*cuts, len(stream)):
+            out += p.feed(stream[last:c], c)
+            last = c
+        assert p.errors == 0
+        return [(m.path, m.status, m.truncated, m.headers, m.extra.get("mcp")) for m in out + p.close(0)]
+
+    for stream, kind, n in ((reqs, "request", 5), (resps, "response", 3)):
+        whole = feed(stream, (), kind)
+        assert len(whole) == n and not any(t for _, _, t, _, _ in whole)
+        for i in range(1, len(stream)):
+            assert feed(stream, (i,), kind) == whole, i
+        for i in range(1, len(stream), 29):
+            for j in range(i + 1, len(stream), 31):
+                assert feed(stream, (i, j), kind) == whole, (i, j)
+    assert [m for _, _, _, _, m in feed(reqs, (), "request")][:3] == [
+        {"session": SESSION, "version": VERSION, "method": "tools/call", "id": 1, "tool": "a"}, None,
+        {"session": SESSION, "version": VERSION, "method": "tools/list", "id": 2}]

@@ -221,7 +221,7 @@ class Tracker:
             msgs = c.feed(direction, ev.data, ev.ts_ns)
             if msgs and c.h2 is None:
                 op = c.parsers.get("out" if direction == "in" else "in")
-                if op is not None and op.state == "body" and any(
+                if op is not None and op.holding and any(
                         m.kind == "response" and (m.status or 0) >= 200 for m in msgs):
                     # a final response to a request still held for its body (nginx answers before
                     # reading a POST body): the request goes to pairing first (not for 100 Continue)

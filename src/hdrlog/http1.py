@@ -89,9 +89,9 @@ class Http1Parser(BodyCapture, Resync):
     ``body`` (optional, opt-in body capture, used for MCP): called as ``body(msg, method)`` for each
     header block (``method``: the request a response answers, else None); it returns None (the
     common case: the body is skipped inside llhttp, never copied) or a sink with ``add(bytes) ->
-    bool`` and ``finish(complete: bool)``.  The message is then held back, its body framed here
-    (Content-Length, chunked, or until close) and handed to ``sink.add`` until it ends (``finish``)
-    or ``add`` returns False, and only then returned.
+    bool`` and ``finish(complete: bool)``.  The message is then held back, its body framed (by llhttp
+    for Content-Length, here for chunked or until close: see ``http1_body``) and handed to ``sink.add``
+    until it ends (``finish``) or ``add`` returns False, and only then returned.
 
     Attributes: ``state`` ("detect" | "http" | "resync" | "not-http" | "tunnel" | "body"), ``kind``
     ("request" | "response" | None), ``errors`` (parse errors and oversize header blocks, each
@@ -103,7 +103,7 @@ class Http1Parser(BodyCapture, Resync):
         "_response_to", "_rt_skip", "_p", "_buf", "_bpos", "_tentative", "_skip_body",
         "_out", "_ts", "_finals", "_in_msg", "_in_hdrs", "_began", "_url", "_status", "_hdrs",
         "_hdr_bytes", "_tail", "_method", "_stop", "_last",
-        "_body", "_sink", "_held", "_bmode", "_brem", "_cstate", "_cline",
+        "_body", "_sink", "_held", "_bmode", "_brem", "_cstate", "_cline", "_side", "_stale",
     )  # fmt: skip
 
     #: re-raise internal errors instead of counting them (tests set this; never in production)
@@ -145,6 +145,8 @@ class Http1Parser(BodyCapture, Resync):
         self._brem = 0  # body (length) or chunk (chunked) bytes left
         self._cstate = "size"  # chunked: "size" | "data" | "crlf" | "trailer"
         self._cline = b""  # chunked: partial size/trailer line
+        self._stale = False  # llhttp's status code is the previous message's (see _truncate)
+        self._side = 0  # Content-Length body sliced beside llhttp (http1_body.BodyCapture._side_*): 0 = none
 
     # ------------------------------------------------------------------ public API
 
@@ -206,7 +208,9 @@ class Http1Parser(BodyCapture, Resync):
         self.gaps += 1
         try:
             st = self.state
-            if st == "http":
+            if st == "http" and self._side:
+                self._side_gap(nbytes)
+            elif st == "http":
                 if self._in_hdrs:
                     self._truncate()
                 self._to_resync()
@@ -246,6 +250,7 @@ class Http1Parser(BodyCapture, Resync):
             self.errors += 1
         self._p = None
         self._in_msg = self._in_hdrs = False
+        self._side = 0
         self._buf = b""
         self._hdrs = _NO_HDRS
         self._out = _NO_OUT
@@ -254,6 +259,9 @@ class Http1Parser(BodyCapture, Resync):
     # ------------------------------------------------------------------ llhttp callbacks
 
     def on_message_begin(self) -> None:
+        if self._side:  # a side-captured body is not handed over yet: stop here (see _failed)
+            self._stop = "side"
+            raise _Stop
         self._in_msg = True
         self._in_hdrs = True
         self._began = True
@@ -273,6 +281,7 @@ class Http1Parser(BodyCapture, Resync):
 
     def on_status(self, status: bytes) -> None:
         self._status += status
+        self._stale = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_hdrs:  # llhttp reports chunked trailers through the same callback: skip them
@@ -282,6 +291,9 @@ class Http1Parser(BodyCapture, Resync):
         self._in_hdrs = False
         msg = self._message(False)
         if self._body is not None and self._want_body(msg):
+            if self._bmode == "side":  # llhttp frames the body; _run slices it for the sink: no stop
+                self._side = 1 if self._began else 2
+                return
             self._stop = "body"
             raise _Stop
         self._out.append(msg)
@@ -299,6 +311,7 @@ class Http1Parser(BodyCapture, Resync):
 
     def on_message_complete(self) -> None:
         self._in_msg = False
+        self._stale = True
 
     # ------------------------------------------------------------------ internals
 
@@ -347,6 +360,7 @@ class Http1Parser(BodyCapture, Resync):
         p.set_dangerous_leniencies(lenient_headers=True, lenient_keep_alive=True)
         self._in_msg = self._in_hdrs = False
         self._stop = None
+        self._stale = False
         return p
 
     def _run(self, data: bytes, pos: int):
@@ -357,7 +371,12 @@ class Http1Parser(BodyCapture, Resync):
         p = self._p
         if p is None:
             p = self._p = self._new_parser()
-        cands = segments(data, pos, self.kind)
+        if self._side:  # the held message's body goes on in this chunk
+            e = self._side_take(data, pos)
+            # ending here, it is a segment of its own: segments() takes its start for a message start
+            cands = [e, *segments(data, e, self.kind)] if pos < e < n else segments(data, pos, self.kind)
+        else:
+            cands = segments(data, pos, self.kind)
         if not cands and pos == 0:  # one segment: the common case
             self._began = False
             hdr_before = self._in_hdrs
@@ -367,6 +386,8 @@ class Http1Parser(BodyCapture, Resync):
                 return self._upgraded(data, e.args[0] if e.args else n)
             except HttpParserError as e:
                 return self._failed(data, 0, n, hdr_before, e)
+            if self._side:
+                self._side_run(data, 0, n, hdr_before)
             if self._in_hdrs:
                 return self._partial_headers(data, 0, n, hdr_before)
             return None
@@ -384,6 +405,8 @@ class Http1Parser(BodyCapture, Resync):
                 return self._upgraded(data, pos + (e.args[0] if e.args else end - pos))
             except HttpParserError as e:
                 return self._failed(data, pos, end, hdr_before, e)
+            if self._side:
+                self._side_run(data, pos, end, hdr_before)
             if self._in_hdrs:
                 r = self._partial_headers(data, pos, end, hdr_before)
                 if r is not None:
@@ -418,16 +441,10 @@ class Http1Parser(BodyCapture, Resync):
                 self.state = "tunnel"
                 self._tentative = False
                 return None
+            if stop == "side":
+                return self._side_stopped(data, pos, end, hdr_before)
             # HEAD response (the message ends with its header block) or a body to capture
-            if self._began:
-                e = header_end(data, pos, end)
-                if e < 0:
-                    e = end
-            else:
-                tail = self._tail if hdr_before else b""
-                buf = tail + bytes(data[pos:end])
-                e = header_end(buf, 0, len(buf))
-                e = max(pos, pos + e - len(tail)) if e >= 0 else end
+            e = self._block_end(data, pos, end, self._began, hdr_before)
             if stop == "body":
                 self.state = "body"
             return data, e
@@ -438,8 +455,22 @@ class Http1Parser(BodyCapture, Resync):
         self._to_resync()
         return data, resume
 
+    def _block_end(self, data: bytes, pos: int, end: int, began: bool, hdr_before: bool) -> int:
+        """Where the header block that ended in data[pos:end] ends (the body starts): ``began``, it began in
+        this segment; else its terminator may have started in the tail of the previous one."""
+        if began:
+            e = header_end(data, pos, end)
+            return e if e >= 0 else end
+        tail = self._tail if hdr_before else b""
+        buf = tail + bytes(data[pos:end])
+        e = header_end(buf, 0, len(buf))
+        return max(pos, pos + e - len(tail)) if e >= 0 else end
+
     def _upgraded(self, data: bytes, off: int):
         """llhttp paused after a message with upgrade semantics (101, CONNECT, Upgrade:)."""
+        if self._held is not None:  # not expected: side capture is never chosen for an upgrade
+            self._side = 0
+            self._release(False)
         self._p = None
         self._in_msg = self._in_hdrs = False
         self.state = "tunnel"
@@ -464,6 +495,7 @@ class Http1Parser(BodyCapture, Resync):
         return data, off
 
     def _to_resync(self):
+        self._side = 0
         if self._held is not None:
             self._release(False)
         self.state = "resync"
@@ -487,7 +519,9 @@ class Http1Parser(BodyCapture, Resync):
         if p is None:
             return
         known = self._url or self._status or self._hdrs
-        if not known and self.kind == "response":
+        if not known and self.kind == "response" and not self._stale:
+            # a reused llhttp parser reports the previous response's status code until it has parsed a new one:
+            # garbage after a keep-alive response made a phantom truncated copy of it
             known = 100 <= p.get_status_code() <= 999
         if known:  # else nothing is known yet, e.g. garbage llhttp took for a message start
             msg = self._message(True)
