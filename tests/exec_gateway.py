@@ -1,6 +1,7 @@
 """A TLS HTTP server for tests/test_kernel_faults.py: serves until GET /exec, then exec()s (argument 3): "self"
-(itself again, same listening socket through an inherited fd), "sleep" (/bin/sleep: no TLS) or "node" (a node
-https server on the same socket: another TLS library). GET /crash-segv writes half a response header block and
+(itself again, same listening socket through an inherited fd), "sleep" (/bin/sleep: no TLS), "node" (a node
+https server on the same socket: another TLS library) or "sh-node" (/bin/sh, no TLS, which execs that node
+server 2 s later). GET /crash-segv writes half a response header block and
 dies of SIGSEGV; GET /crash-kill dies of SIGKILL after reading the request."""
 import http.server
 import os
@@ -59,6 +60,12 @@ while True:
         os.set_inheritable(ls.fileno(), True)
         if mode == "sleep":
             os.execv("/bin/sleep", ["sleep", "30"])
+        if mode == "sh-node":  # a program without TLS first (sh, checked and skipped), which then execs node
+            js = ("const https=require('https'),fs=require('fs');"
+                  "https.createServer({cert:fs.readFileSync(process.argv[1]),key:fs.readFileSync(process.argv[2])},"
+                  "(q,r)=>{r.setHeader('X-Gen','node');r.end('node\\n')}).listen({fd:+process.argv[3]});")
+            os.execv("/bin/sh", ["sh", "-c", 'sleep 2; exec /usr/bin/node -e "$0" "$1" "$2" "$3"', js, cert, key,
+                                 str(ls.fileno())])
         if mode == "node":
             js = ("const https=require('https'),fs=require('fs');"
                   "https.createServer({cert:fs.readFileSync(process.argv[1]),key:fs.readFileSync(process.argv[2])},"

@@ -105,6 +105,65 @@ def test_exec_of_a_program_without_tls_keeps_the_session_until_it_exits(procs, c
     summary_line(err)
 
 
+def test_a_process_found_without_tls_is_checked_again_after_it_execs(procs, certs, tmp_path):
+    """The gateway execs sh (no TLS: detached, checked, skipped), and sh execs a node https server 2 s later:
+    the skipped pid runs another image now, so it is searched again and attached."""
+    gw, port = start(procs, certs, "sh-node")
+    h = Run(procs, tmp_path, [gw.pid])
+    assert get(port, "/a") == "0"
+    get(port, "/exec")
+    assert wait_for(lambda: "exec'd sh" in h.stderr()), h.stderr()
+    assert wait_for(lambda: get(port, "/probe") == "node", timeout=15)
+    assert wait_for(lambda: "(node), the program it exec'd" in h.stderr()), h.stderr()
+    assert get(port, "/c") == "node"
+    assert h.signal(signal.SIGINT) == 0, h.stderr()
+    recs = h.records()
+    assert "Traceback" not in h.stderr()
+    attach = by_type(recs, "attach")
+    assert attach[0]["path"].endswith("libssl.so.3") and attach[-1]["comm"] == "node"
+    assert gens(recs, "/a") == ["0"] and gens(recs, "/c") == ["node"]
+
+
+LATE_SSL_PARENT = """
+import ssl, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], *sys.argv[2:]])
+print("child", child.pid, flush=True)
+child.wait()
+"""
+
+LATE_SSL_CHILD = """
+import socket, sys, time
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(4)
+print("listening", ls.getsockname()[1], flush=True)
+time.sleep(2.5)  # checked (no libssl mapped yet) and skipped by hdrlog meanwhile
+import ssl  # loads libssl now
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+while True:
+    c, _ = ls.accept()
+    with ctx.wrap_socket(c, server_side=True) as s:
+        s.recv(65536)
+        s.sendall(b"HTTP/1.1 200 OK\\r\\nX-Gen: late\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+"""
+
+
+def test_a_child_that_loads_libssl_after_it_was_checked_is_attached(procs, certs, tmp_path):
+    """A followed process's child starts without TLS code (checked, skipped) and imports ssl later: its mappings
+    changed, so it is searched again and attached."""
+    cert, key = certs
+    parent = procs(["/usr/bin/python3", "-c", LATE_SSL_PARENT, LATE_SSL_CHILD, cert, key],
+                   stdout=subprocess.PIPE, text=True)
+    child = int(parent.p.stdout.readline().split()[1])
+    port = int(parent.p.stdout.readline().split()[1])
+    h = Run(procs, tmp_path, [parent.pid])
+    assert wait_for(lambda: "it had no TLS code when first checked and has now" in h.stderr(), timeout=15), \
+        h.stderr()
+    assert f"attached to pid {child} (python3)" in h.stderr()
+    assert get(port, "/late") == "late"
+    assert h.signal(signal.SIGINT) == 0, h.stderr()
+    assert gens(h.records(), "/late") == ["late"]
+    assert "Traceback" not in h.stderr()
+
+
 @pytest.mark.parametrize("how", ["segv", "kill"])
 def test_target_crashing_mid_response(procs, certs, tmp_path, how):
     gw, port = start(procs, certs, "self")

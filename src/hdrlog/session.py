@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from hdrlog import discover, events
+from hdrlog.textsafe import TEXT_LIMIT, shown
 from hdrlog.errors import HdrlogError
 from hdrlog.inflight import blocked_socket_reads
 from hdrlog.loader import ProbeSet, Settings
@@ -67,6 +68,18 @@ def _exe_id(pid: int) -> tuple | None:
         return st.st_dev, st.st_ino
     except OSError:
         return None
+
+
+def _image_id(pid: int) -> tuple | None:
+    """What a process runs and has mapped: its executable's identity and how many file mappings it has. A
+    process checked and found without TLS is checked again when this changes (it exec'd another program, or
+    loaded a library such as libssl later)."""
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            files = f.read().count(b" /")
+    except OSError:
+        return None
+    return _exe_id(pid), files
 
 
 class Session:
@@ -163,10 +176,11 @@ class Session:
                 mine = [p for p in t.probes if p.path == tt.mapping.host_path]
                 rets = {p.symbol: sum(q.symbol == p.symbol and q.kind == "ret-insn" for q in mine) for p in mine}
                 syms = sorted(f"{n} ({r} RETs)" if r else n for n, r in rets.items())
-                ver = f" {tt.version}" if tt.version else ""
+                ver = f" {shown(tt.version)}" if tt.version else ""
                 tables = sorted({sym.table for sym in tt.symbols.values()} - {".dynsym", ".symtab"})
                 src = f" (symbols from {', '.join(tables)})" if tables else ""
-                parts.append(f"pid {t.pid} ({t.comm}): {tt.kind}{ver} {tt.mapping.path}{src} [{', '.join(syms)}]")
+                parts.append(f"pid {t.pid} ({shown(t.comm)}): {tt.kind}{ver} {shown(tt.mapping.path, TEXT_LIMIT)}"
+                             f"{src} [{', '.join(syms)}]")
         log("attached to " + "; ".join(parts))
         self._say_notes()  # only once attached: a failed attach says one sentence, its error
         if self.opts.verbose:
@@ -248,27 +262,40 @@ class Session:
                 # file keeps them: uprobes follow the file and the task); the new image is searched below
                 self.probeset.detach(pid)
                 del self.targets[pid]
-                self._skipped.discard(pid)
+                self._skipped.pop(pid, None)
                 self._execd.add(pid)
                 self.sink.write(simple("exit", pid=pid, reason="exec"))
-                log(f"pid {pid} ({t.comm}) exec'd {self._comm(pid)}: the old image's probes are removed; "
+                log(f"pid {pid} ({shown(t.comm)}) exec'd {shown(self._comm(pid))}: the old image's probes are removed; "
                     f"its new image is attached to if it has TLS code")
+        for pid in [p for p in self._skipped if _gone(p)]:
+            del self._skipped[pid]
         for root in alive_roots:
             for pid in self._tree(root):
-                if pid not in self.targets and pid not in self._skipped:
-                    tls = self._safe_find(pid, strict=False)
-                    if tls:
-                        self._attach(pid, tls, strict=False)
-                        self._say_notes()
-                        if pid in self.targets and pid in self._execd:
-                            log(f"attached to pid {pid} ({self.targets[pid].comm}), the program it exec'd; its "
-                                f"TLS traffic between the exec and now is not captured")
-                        elif pid in self.targets:
-                            log(f"attached to new process {pid} ({self.targets[pid].comm}) "
-                                f"{_age_ms(pid):.0f} ms after it started; its TLS traffic before that is "
-                                f"not captured")
-                    else:
-                        self._skipped.add(pid)
+                if pid in self.targets:
+                    continue
+                image = _image_id(pid)
+                was_skipped = pid in self._skipped
+                if was_skipped and self._skipped[pid] == image:
+                    continue  # checked before, found without TLS, and still the same image
+                tls = self._safe_find(pid, strict=False)
+                if not tls:
+                    self._skipped[pid] = image
+                    continue
+                self._skipped.pop(pid, None)
+                self._attach(pid, tls, strict=False)
+                self._say_notes()
+                if pid not in self.targets:
+                    continue
+                comm = shown(self.targets[pid].comm)
+                if pid in self._execd:
+                    log(f"attached to pid {pid} ({comm}), the program it exec'd; its TLS traffic between the exec "
+                        f"and now is not captured")
+                elif was_skipped:
+                    log(f"attached to pid {pid} ({comm}): it had no TLS code when first checked and has now (it "
+                        f"exec'd another program or loaded a TLS library); its TLS traffic before now is not captured")
+                else:
+                    log(f"attached to new process {pid} ({comm}) {_age_ms(pid):.0f} ms after it started; its TLS "
+                        f"traffic before that is not captured")
 
     def _check_loss(self, st: dict[str, int]) -> None:
         dropped, dbytes = st["dropped"], st["dropped_bytes"]
@@ -280,7 +307,7 @@ class Session:
         self._last_drop = (dropped, dbytes)
 
     def run(self) -> None:
-        self._skipped: set[int] = set()
+        self._skipped: dict[int, tuple | None] = {}  # pid -> _image_id() when found without TLS
         self._execd: set[int] = set()  # targets that exec'd another program (their new image is searched)
         deadline = time.monotonic() + self.opts.duration if self.opts.duration else None
         next_scan = time.monotonic() + self.opts.scan_interval_s
