@@ -220,3 +220,31 @@ def test_mcp_capture_through_replay_stats_and_filter(tmp_path):
     assert len(lines) == 3, lines  # one line per exchange
     assert "[mcp tools/call delete error -32602]" in lines[1] and "POST /mcp" in lines[1]
     assert "[mcp tools/list]" in lines[2]
+
+
+@pytest.mark.parametrize("patterns", [(), ("length",)])
+def test_content_length_noted_by_the_redactor_counts_as_a_scan_would(patterns):
+    """Live records carry the first Content-Length value on their header list (redact.Headers), so Stats does
+    not scan; the bytes counted must equal those of the same records read back from JSON (scanned), also when
+    the header is secret by a --redact-pattern (then it is no number: not counted), duplicated or odd-cased."""
+    from hdrlog.redact import Headers, Redactor
+
+    red = Redactor(key=b"k" * 32, extra_patterns=patterns)
+    cases = [[("Content-Length", "12")], [("CONTENT-LENGTH", " 7 "), ("content-length", "9")], [("Content-Length", "x")],
+             [("Content-Lengthy", "5")], [], [("Host", "a"), ("content-length", "")], [("Content-length", "40")]]
+    live, read_back = Stats(headers=False), Stats(headers=False)
+    for i, hs in enumerate(cases):
+        out = red.headers(hs)
+        assert type(out) is Headers and out == json.loads(json.dumps(out))
+        for kind in ("request", "response"):
+            rec = {"type": "http", "kind": kind, "proto": "http/1.1", "ts": f"2026-01-01T00:00:0{i}Z", "method": "POST",
+                   "path": "/p", "status": 200, "request": {"method": "POST", "path": "/p"}, "conn": {"peer": "1.2.3.4:5"},
+                   "headers": out}
+            live.add(rec)
+            read_back.add(json.loads(json.dumps(rec)))
+    assert live.result() == read_back.result()
+    route = live.result()["routes"][0]
+    if patterns:
+        assert "request_bytes" not in route
+    else:
+        assert route["request_bytes"] == {"total": 12 + 7 + 40, "known_for": 3}

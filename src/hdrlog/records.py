@@ -51,38 +51,42 @@ def _path(conn: Conn, redactor: Redactor, path: str) -> str:
 
 
 def http_record(conn: Conn, direction: str, msg: HttpMessage, ev: Event, redactor: Redactor) -> dict:
-    rec = {
-        "type": "http",
-        "ts": rfc3339(msg.ts_ns),
-        "pid": conn.pid,
-        "tid": ev.tid,
-        "comm": conn.comm,
-        "lib": conn.lib,
-        "direction": direction,
-        "conn": _conn_object(conn),
-        "proto": msg.proto,
-        "kind": msg.kind,
-    }
+    # built as one dict literal per kind (keys in the order of the output contract), not grown key by key
+    global _last_sec, _last_prefix
+    sec, ns = divmod(msg.ts_ns, 1_000_000_000)  # rfc3339(), inline: one call less per record
+    if sec != _last_sec:
+        _last_sec = sec
+        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    ts = f"{_last_prefix}.{ns // 1000:06d}Z"
     if msg.kind == "request":
-        rec["method"] = msg.method
-        rec["path"] = _path(conn, redactor, msg.path) if msg.path is not None else None
-        rec["authority"] = msg.authority
+        path = msg.path
+        if path is not None:
+            last = conn.rec_path  # _path(), inline for the request: its response repeats the path
+            path = last[2] if last is not None and last[1] is redactor and last[0] == path else _path(conn, redactor, path)
+        rec = {
+            "type": "http", "ts": ts, "pid": conn.pid, "tid": ev.tid, "comm": conn.comm, "lib": conn.lib,
+            "direction": direction, "conn": _conn_object(conn), "proto": msg.proto, "kind": "request",
+            "method": msg.method, "path": path, "authority": msg.authority,
+        }
     else:
-        rec["status"] = msg.status
-        rec["reason"] = msg.reason
         req = msg.request
-        rec["latency_ms"] = msg.latency_ms
-        rec["request"] = (
-            {"method": req.method, "path": _path(conn, redactor, req.path) if req.path is not None else None}
-            if req is not None else None
-        )
+        rec = {
+            "type": "http", "ts": ts, "pid": conn.pid, "tid": ev.tid, "comm": conn.comm, "lib": conn.lib,
+            "direction": direction, "conn": _conn_object(conn), "proto": msg.proto, "kind": msg.kind,
+            "status": msg.status, "reason": msg.reason, "latency_ms": msg.latency_ms,
+            "request": (
+                {"method": req.method, "path": _path(conn, redactor, req.path) if req.path is not None else None}
+                if req is not None else None
+            ),
+        }
     if msg.stream is not None:
         rec["stream"] = msg.stream
     rec["headers"] = redactor.headers(msg.headers)
     rec["truncated"] = msg.truncated
-    if msg.extra:
-        rec.update(msg.extra)
-        if "mcp" in msg.extra and redactor.is_secret_name("mcp-session-id") and not redactor.show_secrets:
+    extra = msg.extra
+    if extra:
+        rec.update(extra)
+        if "mcp" in extra and redactor.is_secret_name("mcp-session-id") and not redactor.show_secrets:
             _redact_mcp_session(rec, redactor)
     return rec
 

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-__all__ = ["Redactor", "DEFAULT_KEY_FILE", "EPHEMERAL_KEY", "KEY_PROBLEM", "load_key"]
+__all__ = ["Redactor", "Headers", "DEFAULT_KEY_FILE", "EPHEMERAL_KEY", "KEY_PROBLEM", "load_key"]
 
 DEFAULT_KEY_FILE = "/var/lib/hdrlog/redact.key"
 KEY_BYTES = 32
@@ -203,6 +203,17 @@ def compile_patterns(patterns: Iterable[str]) -> tuple[re.Pattern, ...]:
     return tuple(out)
 
 
+class Headers(list):
+    """A record's ``[name, value]`` pairs as written (orjson writes a list subclass as a list), carrying the
+    value of the first Content-Length header (or None): found in the redaction loop, which looks at every
+    name anyway, so the statistics observer (stats.Stats) need not scan the headers again (~0.6 µs a record)."""
+
+    __slots__ = ("content_length",)
+
+
+_CL = 2  # Redactor._codes: 0 = plain, 1 = secret, _CL = Content-Length (not secret)
+
+
 class Redactor:
     """Replaces secrets in header values and query strings by ``<redacted:XXXXXXXX>`` markers."""
 
@@ -222,6 +233,7 @@ class Redactor:
         else:
             self._key = bytes(key) if key is not None else load_key()
         self._names: dict[str, bool] = {}
+        self._codes: dict[str, int] = {}  # header name as sent -> 0 / 1 (secret) / _CL, for headers()
         self._markers: dict[int, str] = {}  # hash(secret) -> marker
         self._values: dict[int, str] = {}  # hash((header name, value)) -> redacted value
 
@@ -262,17 +274,25 @@ class Redactor:
         return r
 
     def headers(self, headers: list[tuple[str, str]]) -> list[list[str]]:
-        """JSON-ready ``[name, value]`` pairs, wire order kept, secret values redacted."""
+        """JSON-ready ``[name, value]`` pairs, wire order kept, secret values redacted (a :class:`Headers`)."""
         if self.show_secrets:
             return [[n, v] for n, v in headers]
-        out = []
+        out = Headers()
+        append = out.append
+        clen = None
         memo = self._values
-        names = self._names
+        codes = self._codes
         for n, v in headers:
-            sec = names.get(n)  # is_secret_name's memo read inline: one method call less per header
+            sec = codes.get(n)  # the name's class memoised: one dict look-up per header, no method call
             if sec is None:
-                sec = self.is_secret_name(n)
-            if v and sec:
+                sec = self._code(n)
+            if not sec:
+                append([n, v])
+                continue
+            if sec == _CL:
+                if clen is None:
+                    clen = v
+            elif v:
                 # the whole redacted value (cookie names, scheme, markers) memoised by hash((name, value)),
                 # as markers are (see value()): no plaintext is kept, a cookie header is split only once
                 h = hash((n, v))
@@ -283,8 +303,23 @@ class Redactor:
                         memo.clear()
                     memo[h] = r
                 v = r
-            out.append([n, v])
+            append([n, v])
+        out.content_length = clen
         return out
+
+    def _code(self, name: str) -> int:
+        """headers()'s class of a header name: 1 secret, _CL the (non-secret) Content-Length, else 0. Content-Length
+        is recognised as stats._content_length does (exact length, any case)."""
+        if self.is_secret_name(name):
+            c = 1
+        elif len(name) == 14 and name.lower() == "content-length":
+            c = _CL
+        else:
+            c = 0
+        if len(self._codes) >= _CACHE_MAX:
+            self._codes.clear()
+        self._codes[name] = c
+        return c
 
     def path(self, path: str) -> str:
         """``path`` with the values of secret-looking query parameters redacted, the rest unchanged."""

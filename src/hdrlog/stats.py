@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hdrlog.errors import HdrlogError
+from hdrlog.redact import Headers
 
 RESERVOIR = 20000
 MAX_VALUES = 1000
@@ -78,13 +79,21 @@ def percentile(sorted_vals: list[float], q: float) -> float | None:
 
 
 def _content_length(rec: dict) -> int | None:
-    for n, v in rec.get("headers") or ():
-        if len(n) == 14 and n.lower() == "content-length":  # len first: lower() on every name cost ~0.1 µs each
-            try:
-                return int(v.strip())
-            except ValueError:
-                return None
-    return None
+    hs = rec.get("headers")
+    if type(hs) is Headers:  # a live record: the redactor noted the first Content-Length value
+        v = hs.content_length
+    else:  # e.g. read back from a file: scan
+        v = None
+        for n, x in hs or ():
+            if len(n) == 14 and n.lower() == "content-length":  # len first: lower() on every name cost ~0.1 µs
+                v = x
+                break
+    if v is None:
+        return None
+    try:
+        return int(v.strip())
+    except ValueError:
+        return None
 
 
 def mcp_items(rec: dict) -> list[dict]:
