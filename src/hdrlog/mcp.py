@@ -59,6 +59,19 @@ def _bounded(v, depth: int = 0):
 _WS = " \t\r\n"
 
 
+_CTYPE, _SESSION, _VERSION = 1, 2, 3
+_CLASSES = {"content-type": _CTYPE, "mcp-session-id": _SESSION, "mcp-protocol-version": _VERSION}
+_NAMES: dict[str, int] = {}  # header name as sent -> 0 or one of the classes above (bounded)
+
+
+def _name_class(name: str) -> int:
+    c = _CLASSES.get(name.lower(), 0)
+    if len(_NAMES) >= 4096:
+        _NAMES.clear()
+    _NAMES[name] = c
+    return c
+
+
 class Mcp:
     """The body hook: ``mcp(msg, request_method=None)`` -> a :class:`BodySink` or None."""
 
@@ -73,17 +86,18 @@ class Mcp:
     def __call__(self, msg, request_method: str | None = None):
         ctype = session = version = None
         mcp_hdr = False
+        names = _NAMES
         for n, v in msg.headers:
-            c = n[:1]  # an HPACK literal may carry an empty name (found by tests/test_fuzz.py)
-            if c == "c" or c == "C":
-                if len(n) == 12 and n.lower() == "content-type":
+            c = names.get(n)  # this runs on every message: one memoised look-up per header, no slicing or lower()
+            if c is None:
+                c = _name_class(n)
+            if c:
+                if c == _CTYPE:
                     ctype = v
-            elif (c == "m" or c == "M") and n[:4].lower() == "mcp-":
-                low = n.lower()
-                if low == "mcp-session-id":
+                elif c == _SESSION:
                     session = v
                     mcp_hdr = True
-                elif low == "mcp-protocol-version":
+                else:
                     version = v
                     mcp_hdr = True
         if ctype is None and not mcp_hdr:
