@@ -206,7 +206,10 @@ class Tracker:
 
     def _data(self, ev: Event) -> None:
         c = self._conn(ev)
-        c.learn(ev)
+        peer = ev.peer
+        # learn() only when the event says something new (the tuple strings come from events' cache: identity)
+        if peer is not None and (peer is not c.peer or ev.local is not c.local or ev.attr != c.attr):
+            c.learn(ev)
         direction = DIRECTION.get(ev.dir)
         if direction is None:
             return
@@ -217,19 +220,22 @@ class Tracker:
             for d in ("in", "out"):
                 self._run(c, d, c.parser(d).gap(0, ev.ts_ns), ev)
             c.pairer.reset()  # pending requests may have lost their responses (or vice versa)
-        if ev.data:
-            msgs = c.feed(direction, ev.data, ev.ts_ns)
-            if msgs and c.h2 is None:
-                op = c.parsers.get("out" if direction == "in" else "in")
-                if op is not None and op.holding and any(
-                        m.kind == "response" and (m.status or 0) >= 200 for m in msgs):
-                    # a final response to a request still held for its body (nginx answers before
-                    # reading a POST body): the request goes to pairing first (not for 100 Continue)
-                    self._run(c, "out" if direction == "in" else "in", op.release_held(), ev)
-            self._run(c, direction, msgs, ev)
-        end = ev.offset + len(ev.data)
-        final = end >= ev.length or len(ev.data) < CHUNK or end >= self.max_bytes
-        if final and end < ev.length:
+        data = ev.data
+        if data:
+            msgs = c.feed(direction, data, ev.ts_ns)
+            if msgs:
+                if c.h2 is None:
+                    op = c.parsers.get("out" if direction == "in" else "in")
+                    if op is not None and op.holding and any(
+                            m.kind == "response" and (m.status or 0) >= 200 for m in msgs):
+                        # a final response to a request still held for its body (nginx answers before
+                        # reading a POST body): the request goes to pairing first (not for 100 Continue)
+                        self._run(c, "out" if direction == "in" else "in", op.release_held(), ev)
+                self._run(c, direction, msgs, ev)
+        n = len(data)
+        end = ev.offset + n
+        # the call moved more than was captured, and this is its last captured chunk
+        if end < ev.length and (n < CHUNK or end >= self.max_bytes):
             self.counts["truncated_calls"] += 1
             self._run(c, direction, c.parser(direction).gap(ev.length - end, ev.ts_ns), ev)
 

@@ -164,8 +164,9 @@ class Http1Parser(BodyCapture, Resync):
                 nxt = self._run(data, 0)
             else:
                 nxt = (data, 0)
-            # every step makes progress; this only guards against a bug
-            budget = 8 + 2 * (len(data) + RESYNC_KEEP + DETECT_LIMIT)
+            if nxt is not None:
+                # every step makes progress; this only guards against a bug
+                budget = 8 + 2 * (len(data) + RESYNC_KEEP + DETECT_LIMIT)
             while nxt is not None:
                 budget -= 1
                 if budget < 0:
