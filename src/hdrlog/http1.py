@@ -325,10 +325,11 @@ class Http1Parser(BodyCapture, Resync):
             headers = [(_dec(n), _dec(v)) for n, v in raw]
         self._hdrs = _NO_HDRS
         authority = None
-        for n, v in headers:
-            if len(n) == 4 and n.lower() == "host":
-                authority = v
-                break
+        if self.kind == "request":  # only a request's Host is written (records.http_record): no scan of responses
+            for n, v in headers:
+                if len(n) == 4 and n.lower() == "host":
+                    authority = v
+                    break
         ver = p.get_http_version()
         proto = _PROTO.get(ver, "http/1.1")
         if self.kind == "request":
