@@ -376,7 +376,12 @@ class Http1Parser(BodyCapture, Resync):
         if self._side:  # the held message's body goes on in this chunk
             e = self._side_take(data, pos)
             # ending here, it is a segment of its own: segments() takes its start for a message start
-            cands = [e, *segments(data, e, self.kind)] if pos < e < n else segments(data, pos, self.kind)
+            if e == n:  # body bytes only: no message can start in them
+                cands = ()
+            elif e > pos:
+                cands = [e, *segments(data, e, self.kind)]
+            else:
+                cands = segments(data, pos, self.kind)
         else:
             cands = segments(data, pos, self.kind)
         if not cands and pos == 0:  # one segment: the common case

@@ -25,6 +25,19 @@ def is_final(status: int | None) -> bool:
     return status is None or status >= 200 or status == 101 or status < 100
 
 
+_TE, _CL, _UPGRADE = 1, 2, 3
+_CLASSES = {"transfer-encoding": _TE, "content-length": _CL, "upgrade": _UPGRADE}
+_NAMES: dict[str, int] = {}  # header name as sent -> 0 or one of the classes above (bounded)
+
+
+def _name_class(name: str) -> int:
+    c = _CLASSES.get(name.lower(), 0)
+    if len(_NAMES) >= 4096:
+        _NAMES.clear()
+    _NAMES[name] = c
+    return c
+
+
 class BodyCapture:
     """Mixin of Http1Parser (its slots hold the state: ``_body``, ``_sink``, ``_held``, ``_bmode``, ``_brem``,
     ``_cstate``, ``_cline``; it provides ``_out``, ``_finals``, ``_method``, ``_p``, ``state``, ``errors``,
@@ -50,18 +63,24 @@ class BodyCapture:
             return False
         mode, length = "close" if msg.kind == "response" else None, 0
         upgrade = False
+        names = _NAMES
         for n, v in msg.headers:
-            low = n.lower()
-            if low == "transfer-encoding" and "chunked" in v.lower():
-                mode = "chunked"
-                break
-            if low == "content-length":
+            c = names.get(n)  # memoised class of the name: no lower() per header
+            if c is None:
+                c = _name_class(n)
+            if not c:
+                continue
+            if c == _TE:
+                if "chunked" in v.lower():
+                    mode = "chunked"
+                    break
+            elif c == _CL:
                 try:
                     length = int(v.strip())
                     mode = "length" if length > 0 else None
                 except ValueError:
                     pass
-            elif low == "upgrade":
+            else:
                 upgrade = True
         if mode == "length" and not upgrade and msg.method != "CONNECT":
             mode = "side"  # llhttp frames it (see module doc); Upgrade/CONNECT: llhttp would switch protocols
