@@ -50,7 +50,7 @@ MAX_HEADER_BYTES = 64 * 1024  # partial header block kept across feeds before it
 
 _PROTO = {"1.1": "http/1.1", "1.0": "http/1.0"}
 _METHODS: dict[bytes, str] = {}
-_NO_HDRS: tuple = ()  # _hdrs between messages: the raw header list is not kept once decoded
+_NO_HDRS: tuple = ()  # _hdrs between messages: the header list is not kept once in a message
 _NO_OUT: tuple = ()  # _out between calls (appending to it outside feed/gap/close/release_held is a bug)
 
 
@@ -132,7 +132,7 @@ class Http1Parser(BodyCapture, Resync):
         self._began = False  # a message began in the segment being fed
         self._url = b""
         self._status = b""
-        self._hdrs: list[tuple[bytes, bytes]] | tuple = _NO_HDRS
+        self._hdrs: list[tuple[str, str]] | tuple = _NO_HDRS  # decoded as llhttp reports them
         self._hdr_bytes = 0
         self._tail = b""  # last bytes of a header block in progress (terminator split across feeds)
         self._method: str | None = None  # method of the request the current response answers
@@ -286,7 +286,10 @@ class Http1Parser(BodyCapture, Resync):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_hdrs:  # llhttp reports chunked trailers through the same callback: skip them
-            self._hdrs.append((name, value))
+            try:  # decoded here (strict UTF-8 is the fast path, escaped only when needed), not in a second pass
+                self._hdrs.append((name.decode(), value.decode()))
+            except UnicodeDecodeError:
+                self._hdrs.append((_dec(name), _dec(value)))
 
     def on_headers_complete(self) -> None:
         self._in_hdrs = False
@@ -318,11 +321,7 @@ class Http1Parser(BodyCapture, Resync):
 
     def _message(self, truncated: bool) -> HttpMessage:
         p = self._p
-        raw = self._hdrs
-        try:  # strict UTF-8 is the fast path; escape only when needed
-            headers = [(n.decode(), v.decode()) for n, v in raw]
-        except UnicodeDecodeError:
-            headers = [(_dec(n), _dec(v)) for n, v in raw]
+        headers = self._hdrs
         self._hdrs = _NO_HDRS
         authority = None
         if self.kind == "request":  # only a request's Host is written (records.http_record): no scan of responses

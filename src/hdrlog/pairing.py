@@ -27,12 +27,6 @@ _OPPOSITE = {"in": "out", "out": "in"}
 _IDX = {"in": 0, "out": 1}
 
 
-def _interim(msg: HttpMessage) -> bool:
-    """1xx responses other than 101 are followed by the final response to the same request."""
-    st = msg.status
-    return st is not None and 100 <= st < 200 and st != 101
-
-
 class Pairer:
     """Pairs the responses of one connection with their requests (one Pairer per connection).
 
@@ -73,7 +67,9 @@ class Pairer:
             self.unpaired += 1
             return msg
         stale = self._stale[src]
-        if _interim(msg):  # 100 Continue, 103 Early Hints: the final response still pairs
+        st = msg.status
+        if st is not None and 100 <= st < 200 and st != 101:
+            # an interim response (100 Continue, 103 Early Hints; not 101) is followed by the final one
             req = q[stale] if len(q) > stale else q[0]
         else:
             if stale and len(q) > stale:  # fresh requests exist: the stale ones lost their answer
