@@ -165,10 +165,11 @@ class BodySink:
         if self.done:
             return
         self.done = True
-        buf = bytes(self.buf)
+        raw = self.buf
         self.buf = bytearray()
-        if not self.decided and not _looks_jsonrpc(buf):
+        if not self.decided and raw.find(b'"jsonrpc"', 0, SNIFF_BYTES * 2) < 0:  # _looks_jsonrpc without copies
             return
+        buf = bytes(raw)
         cut = self.truncated or not complete
         msgs, partial = messages_from_body(buf, self.sse, cut, report=True)
         self.truncated = self.truncated or partial
