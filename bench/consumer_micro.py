@@ -2,6 +2,7 @@
 """Consumer CPU per message, stage by stage, without a kernel: recorded events replayed at steady state.
 
   .venv/bin/python bench/consumer_micro.py [--reps 5000] [--rounds 7] [--profile OUT.prof]
+  .venv/bin/python bench/consumer_micro.py --ab /tmp/base/src/hdrlog   (in-process A/B against another tree)
 
 One keep-alive exchange of fixtures/python_ssl_server_keepalive.events.jsonl (the GET /api/users request,
 its response header block and its body: 3 events, 2 messages, one secret header each way) is repeated
@@ -18,16 +19,25 @@ between two lines is what that layer costs:
   full-nostats  the same with --no-stats
 
 Rounds of all stages are interleaved; medians are printed (the machine may be shared: look at the load).
+
+--ab DIR compares this tree with another one (DIR: its src/hdrlog, e.g. from `git archive`) in one process: DIR
+is copied as package hdrlog_base, and every round runs each stage on both trees, alternating which goes first.
+On a shared machine whose speed drifts by tens of percent over minutes, the paired differences (new − base,
+same round) are much steadier than two processes' medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
+import re
+import shutil
 import statistics
 import struct
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,8 +92,37 @@ class NullSink:
         pass
 
 
-def run_stage(stage: str, pre: list[bytes], raws: list[bytes], wall: int) -> float:
-    """Seconds of CPU (process time) for feeding `raws` through the stage."""
+THIS = {"events": events, "Tracker": Tracker, "Mcp": Mcp, "OutputSink": OutputSink, "Pipeline": Pipeline,
+        "Redactor": Redactor, "JsonlSink": JsonlSink, "Stats": Stats}
+
+
+def load_tree(pkg_dir: str, name: str = "hdrlog_base") -> dict:
+    """The classes run_stage uses, from another tree's src/hdrlog copied as package `name` (imports renamed)."""
+    root = tempfile.mkdtemp(prefix="consumer_micro_")
+    dst = os.path.join(root, name)
+    shutil.copytree(pkg_dir, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    for d, _, files in os.walk(dst):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(d, f)
+                with open(path) as fh:
+                    text = fh.read()
+                text = re.sub(r"\bhdrlog\.", name + ".", text)
+                text = re.sub(r"\bfrom hdrlog import\b", f"from {name} import", text)
+                text = re.sub(r"^import hdrlog\b", f"import {name}", text, flags=re.M)
+                with open(path, "w") as fh:
+                    fh.write(text)
+    sys.path.insert(0, root)
+    mod = lambda m: importlib.import_module(f"{name}.{m}")  # noqa: E731
+    return {"events": mod("events"), "Tracker": mod("conntrack").Tracker, "Mcp": mod("mcp").Mcp,
+            "OutputSink": mod("output").OutputSink, "Pipeline": mod("pipeline").Pipeline,
+            "Redactor": mod("redact").Redactor, "JsonlSink": mod("sinks").JsonlSink, "Stats": mod("stats").Stats}
+
+
+def run_stage(stage: str, pre: list[bytes], raws: list[bytes], wall: int, m: dict = THIS) -> float:
+    """Seconds of CPU (process time) for feeding `raws` through the stage (of tree `m`, default this one)."""
+    events, Tracker, Mcp, OutputSink = m["events"], m["Tracker"], m["Mcp"], m["OutputSink"]  # noqa: N806
+    Pipeline, Redactor, JsonlSink, Stats = m["Pipeline"], m["Redactor"], m["JsonlSink"], m["Stats"]  # noqa: N806
     redactor = Redactor(key=KEY)
     sink = None
     if stage == "decode":
@@ -139,6 +178,7 @@ def main() -> int:
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--profile", metavar="OUT", help="cProfile one stage (--profile-stage, default full) once into OUT")
     ap.add_argument("--profile-stage", default="full", choices=STAGES)
+    ap.add_argument("--ab", metavar="DIR", help="also run another tree's src/hdrlog, in this process (see above)")
     a = ap.parse_args()
     pre, raws, wall = workload(a.reps)
     msgs = a.reps * MSGS_PER_REP
@@ -151,6 +191,8 @@ def main() -> int:
 
         pstats.Stats(a.profile).sort_stats("tottime").print_stats(25)
         return 0
+    if a.ab:
+        return ab(load_tree(a.ab), stages, a, pre, raws, wall, msgs)
     load0 = os.getloadavg()
     run_stage("full", pre, raws, wall)  # warm caches (imports, regexes, redaction cache)
     times: dict[str, list[float]] = {s: [] for s in stages}
@@ -169,6 +211,28 @@ def main() -> int:
         print(f"  {s:13s} {med:6.2f} µs/msg  ({min(v):.2f}–{max(v):.2f}){delta}")
         if s != "full-nostats":
             prev = med
+    return 0
+
+
+def ab(base: dict, stages: list[str], a, pre, raws, wall, msgs) -> int:
+    load0 = os.getloadavg()
+    trees = {"base": base, "this": THIS}
+    for m in trees.values():
+        run_stage("full", pre, raws, wall, m)  # warm caches
+    times: dict[tuple[str, str], list[float]] = {(s, t): [] for s in stages for t in trees}
+    for r in range(a.rounds):
+        for s in stages:
+            for t in (("base", "this") if r % 2 == 0 else ("this", "base")):
+                gc.collect()
+                times[(s, t)].append(run_stage(s, pre, raws, wall, trees[t]) / msgs * 1e6)
+    load1 = os.getloadavg()
+    print(f"consumer_micro A/B in one process: {a.ab} vs this tree, {msgs} messages per run, {a.rounds} rounds, CPU µs "
+          f"per message (median, min); loadavg {load0[0]:.2f} -> {load1[0]:.2f}")
+    for s in stages:
+        b, n = times[(s, "base")], times[(s, "this")]
+        d = statistics.median(y - x for x, y in zip(b, n))
+        print(f"  {s:13s} base {statistics.median(b):6.2f} ({min(b):.2f})  this {statistics.median(n):6.2f} "
+              f"({min(n):.2f})  paired difference {d:+.2f}")
     return 0
 
 
