@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import ssl
 import subprocess
@@ -153,15 +154,18 @@ def test_a_child_that_loads_libssl_after_it_was_checked_is_attached(procs, certs
     parent = procs(["/usr/bin/python3", "-c", LATE_SSL_PARENT, LATE_SSL_CHILD, cert, key],
                    stdout=subprocess.PIPE, text=True)
     child = int(parent.p.stdout.readline().split()[1])
-    port = int(parent.p.stdout.readline().split()[1])
-    h = Run(procs, tmp_path, [parent.pid])
-    assert wait_for(lambda: "it had no TLS code when first checked and has now" in h.stderr(), timeout=15), \
-        h.stderr()
-    assert f"attached to pid {child} (python3)" in h.stderr()
-    assert get(port, "/late") == "late"
-    assert h.signal(signal.SIGINT) == 0, h.stderr()
-    assert gens(h.records(), "/late") == ["late"]
-    assert "Traceback" not in h.stderr()
+    try:
+        port = int(parent.p.stdout.readline().split()[1])
+        h = Run(procs, tmp_path, [parent.pid])
+        assert wait_for(lambda: "it had no TLS code when first checked and has now" in h.stderr(), timeout=15), \
+            h.stderr()
+        assert f"attached to pid {child} (python3)" in h.stderr()
+        assert get(port, "/late") == "late"
+        assert h.signal(signal.SIGINT) == 0, h.stderr()
+        assert gens(h.records(), "/late") == ["late"]
+        assert "Traceback" not in h.stderr()
+    finally:
+        os.kill(child, signal.SIGKILL)  # the procs fixture stops the parent only
 
 
 @pytest.mark.parametrize("how", ["segv", "kill"])
