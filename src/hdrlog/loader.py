@@ -177,7 +177,8 @@ class ProbeSet:
                 self._noted.add(key)
                 self.notes.append(f"pid {pid}: the kernel refused a uprobe at {where} in {path} (EINVAL; usually a "
                                   f"uprobe another tool left at that offset, `dmesg | grep ref_ctr_offset` shows it), so "
-                                  f"{', '.join(sorted(names))} is probed at its entry instead")
+                                  f"{', '.join(sorted(names))} " + ("is probed at its entry" if len(names) == 1 else
+                                                                      "are probed at their entries") + " instead")
         self.attached.setdefault(pid, []).extend(done)
         self.bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
         return done

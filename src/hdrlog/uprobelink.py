@@ -68,15 +68,19 @@ def _ename(e: int) -> str:
 
 
 # -------------------------------------------------------------------------------------------- links
-def attach_multi(prog_fd: int, path: str, offsets: list[int], pid: int, retprobe: bool) -> int:
-    """One uprobe_multi link for `offsets` (file offsets) in `path`, firing only in process `pid`; its fd."""
+def attach_multi(prog_fd: int, path: str, offsets: list[int], pid: int, retprobe: bool,
+                 ref_ctr_offsets: list[int] | None = None) -> int:
+    """One uprobe_multi link for `offsets` (file offsets) in `path`, firing only in process `pid`; its fd.
+    hdrlog never passes `ref_ctr_offsets` (USDT semaphores); tests use them to make a conflicting uprobe."""
     if not offsets:
         raise ValueError("no offsets")
     bpath = ctypes.create_string_buffer(os.fsencode(path))
     offs = (ctypes.c_uint64 * len(offsets))(*offsets)
+    refs = (ctypes.c_uint64 * len(offsets))(*ref_ctr_offsets) if ref_ctr_offsets else None
     attr = ctypes.create_string_buffer(ATTR_SIZE)
     struct.pack_into("<IIII", attr, 0, prog_fd, 0, BPF_TRACE_UPROBE_MULTI, 0)
-    struct.pack_into("<QQQQIII", attr, 16, ctypes.addressof(bpath), ctypes.addressof(offs), 0, 0,
+    struct.pack_into("<QQQQIII", attr, 16, ctypes.addressof(bpath), ctypes.addressof(offs),
+                     ctypes.addressof(refs) if refs is not None else 0, 0,
                      len(offsets), BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, pid)
     fd, e = _bpf(BPF_LINK_CREATE, attr)
     if fd < 0:
