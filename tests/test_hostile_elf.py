@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import start_server
+
 LIBSSL = Path("/usr/lib/x86_64-linux-gnu/libssl.so.3")
 SERVER = """
 import ssl, socket, time
@@ -69,9 +71,8 @@ def test_ps_doctor_attach_on_a_damaged_library_say_why(tmp_path, how):
     lib = tmp_path / "libssl.so.3"
     shutil.copy(LIBSSL, lib)
     env = dict(os.environ, LD_LIBRARY_PATH=str(tmp_path))
-    srv = subprocess.Popen(["/usr/bin/python3", "-c", SERVER], env=env, stdout=subprocess.PIPE, text=True)
+    srv, _ = start_server(subprocess.Popen, ["/usr/bin/python3", "-c", SERVER], env=env)
     try:
-        assert srv.stdout.readline().startswith("listening")
         maps = Path(f"/proc/{srv.pid}/maps").read_text()
         assert str(lib) in maps, "the copy was not loaded"
         ok = hdrlog("ps", "--pid", srv.pid)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from conftest import (TOKEN_SECRET, free_port, header, http_records, nginx_available, run_client, start_server,
-                      wait_port)
+from conftest import (TOKEN_SECRET, free_port, header, http_records, nginx_available, run_client, start_gateway,
+                      start_server, wait_port)
 
 pytestmark = pytest.mark.kernel
 
@@ -37,8 +37,7 @@ def check_exchange(records, tag: str, client_ports: set[int], role: str, n_reque
 def test_python_ssl_server_ex_path(procs, hdrlog, certs, placement):
     """Python's ssl calls SSL_read_ex/SSL_write_ex; socket BIO, so tuples are exact. The relocated probes
     (auto: libssl's internal read/write functions) and the entry probes must give the same records."""
-    cert, key = certs
-    gw, port = start_server(procs, [sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key])
+    gw, port = start_gateway(procs, certs)
     h = hdrlog(gw.pid, extra=("--placement", placement))
     assert "SSL_read_ex" in h.stderr() and "SSL_write_ex" in h.stderr()
     conns = run_client(port, "py", requests=7, connections=2)
@@ -130,8 +129,7 @@ def test_node_https_static_openssl(procs, hdrlog, certs, tmp_path):
 
 def test_client_side_capture(procs, hdrlog, certs, tmp_path):
     """hdrlog attached to a TLS client: requests go out, role is client, local port is the client's."""
-    cert, key = certs
-    gw, port = start_server(procs, [sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key])
+    gw, port = start_gateway(procs, certs)
     go = tmp_path / "go"
     client = procs([sys.executable, "-m", "hdrlog.demo.client", "--port", str(port), "--tag", "cli",
                     "--requests", "5", "--connections", "1", "--wait-file", str(go)],
@@ -170,7 +168,7 @@ def test_connection_opened_before_attach(procs, hdrlog, certs, tmp_path, server)
     requests on it still get the right tuple and role."""
     cert, key = certs
     if server == "python":
-        srv, port = start_server(procs, [sys.executable, "-m", "hdrlog.demo.gateway", "--cert", cert, "--key", key])
+        srv, port = start_gateway(procs, certs)
     else:
         js = tmp_path / "server.js"
         js.write_text(NODE_SERVER)

@@ -18,7 +18,7 @@ class HttpMessage:
     headers: list[tuple[str, str]]  # wire order, names as sent, duplicates kept
     method: str | None = None
     path: str | None = None  # request-target exactly as sent, query included
-    authority: str | None = None  # Host header (HTTP/1) or :authority (h2)
+    authority: str | None = None  # requests: Host header (HTTP/1) or :authority (h2); None in responses
     status: int | None = None
     reason: str | None = None
     truncated: bool = False  # header block incomplete (capture limit or lost data)
