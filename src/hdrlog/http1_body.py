@@ -15,6 +15,7 @@ Two ways, by framing:
 
 from __future__ import annotations
 
+from .headernames import NameClasses
 from .model import HttpMessage
 
 __all__ = ["BodyCapture", "is_final"]
@@ -26,16 +27,8 @@ def is_final(status: int | None) -> bool:
 
 
 _TE, _CL, _UPGRADE = 1, 2, 3
-_CLASSES = {"transfer-encoding": _TE, "content-length": _CL, "upgrade": _UPGRADE}
-_NAMES: dict[str, int] = {}  # header name as sent -> 0 or one of the classes above (bounded)
-
-
-def _name_class(name: str) -> int:
-    c = _CLASSES.get(name.lower(), 0)
-    if len(_NAMES) >= 4096:
-        _NAMES.clear()
-    _NAMES[name] = c
-    return c
+# header name as sent -> 0 or one of these classes
+_NAMES = NameClasses({"transfer-encoding": _TE, "content-length": _CL, "upgrade": _UPGRADE})
 
 
 class BodyCapture:
@@ -65,9 +58,7 @@ class BodyCapture:
         upgrade = False
         names = _NAMES
         for n, v in msg.headers:
-            c = names.get(n)  # memoised class of the name: no lower() per header
-            if c is None:
-                c = _name_class(n)
+            c = names[n]  # memoised class of the name: no lower() per header
             if not c:
                 continue
             if c == _TE:

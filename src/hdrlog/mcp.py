@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import re
 
+from hdrlog.headernames import NameClasses
+
 __all__ = ["Mcp", "BodySink", "BODY_LIMIT", "messages_from_body", "summarize", "link", "parse_sse"]
 
 BODY_LIMIT = 256 * 1024
@@ -60,16 +62,8 @@ _WS = " \t\r\n"
 
 
 _CTYPE, _SESSION, _VERSION = 1, 2, 3
-_CLASSES = {"content-type": _CTYPE, "mcp-session-id": _SESSION, "mcp-protocol-version": _VERSION}
-_NAMES: dict[str, int] = {}  # header name as sent -> 0 or one of the classes above (bounded)
-
-
-def _name_class(name: str) -> int:
-    c = _CLASSES.get(name.lower(), 0)
-    if len(_NAMES) >= 4096:
-        _NAMES.clear()
-    _NAMES[name] = c
-    return c
+# header name as sent -> 0 or one of these classes
+_NAMES = NameClasses({"content-type": _CTYPE, "mcp-session-id": _SESSION, "mcp-protocol-version": _VERSION})
 
 
 class Mcp:
@@ -88,9 +82,7 @@ class Mcp:
         mcp_hdr = False
         names = _NAMES
         for n, v in msg.headers:
-            c = names.get(n)  # this runs on every message: one memoised look-up per header, no slicing or lower()
-            if c is None:
-                c = _name_class(n)
+            c = names[n]  # this runs on every message: one memoised look-up per header, no slicing or lower()
             if c:
                 if c == _CTYPE:
                     ctype = v
