@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nginx_bench import (OUT, Env, Hdrlog, Nginx, free_port, loadavg, log, rss_kb,  # noqa: E402
+from nginx_bench import (OUT, Env, Hdrlog, Nginx, code_state, free_port, loadavg, log, rss_kb,  # noqa: E402
                          run_wrk, served_between)
 
 
@@ -83,7 +83,7 @@ def main() -> int:
         # paced.lua: each connection waits DELAY ms after a response; ~conns*1000/(delay+latency) req/s
         delay = max(1, round(a.conns * 1000 / a.rate))
         rep: dict = {"minutes": a.minutes, "rate": a.rate, "conns": a.conns, "delay_ms": delay,
-                     "segment_s": a.segment, "load_before": loadavg(), "segments": []}
+                     "segment_s": a.segment, "load_before": loadavg(), "code": code_state(), "segments": []}
         if a.baseline:
             s0 = ng.served()
             w = run_wrk(env, ng.port, int(a.baseline), a.conns, cpus="0,1", script="paced.lua", script_args=(delay,))

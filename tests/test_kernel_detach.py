@@ -26,11 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from conftest import free_port, nginx_available, wait_port
-from test_kernel_lifecycle import NGINX_CONF, call, foreign_breakpoints, https
+from conftest import nginx_available
+from test_kernel_lifecycle import call, foreign_breakpoints, https, start_nginx
 
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(not nginx_available(), reason="nginx not installed")]
 
@@ -116,19 +115,7 @@ def loaded_nginx(procs, certs, tmp_path):
     """nginx (master + 2 workers) with wrk (8 connections, bounded to 60 s) loading it for the whole test."""
     wrk = shutil.which("wrk")
     assert wrk, "wrk is not installed (make setup installs it)"
-    cert, key = certs
-    port = free_port()
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / d).mkdir()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(d=tmp_path, port=port, cert=cert, key=key))
-    master = procs(["nginx", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.PIPE)
-    wait_port(port)
-    m = psutil.Process(master.pid)
-    deadline = time.monotonic() + 10
-    while len(m.children()) < 2:
-        assert time.monotonic() < deadline, "nginx workers did not start"
-        time.sleep(0.05)
+    master, port, m = start_nginx(procs, certs, tmp_path)
     pids = [master.pid] + [c.pid for c in m.children()]
     load = procs([wrk, "-t1", "-c8", "-d60s", f"https://127.0.0.1:{port}/"], stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL)

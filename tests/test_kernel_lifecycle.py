@@ -345,8 +345,9 @@ http {{
 """
 
 
-@pytest.mark.skipif(not nginx_available(), reason="nginx not installed")
-def test_nginx_master_covers_workers_started_by_a_reload(procs, certs, tmp_path):
+def start_nginx(procs, certs, tmp_path) -> tuple:
+    """nginx (NGINX_CONF: master + 2 workers, TLS on a free loopback port) in tmp_path; (master Proc, port,
+    psutil.Process of the master) once both workers run."""
     cert, key = certs
     port = free_port()
     for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -358,8 +359,14 @@ def test_nginx_master_covers_workers_started_by_a_reload(procs, certs, tmp_path)
     m = psutil.Process(master.pid)
     deadline = time.monotonic() + 10
     while len(m.children()) < 2:
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, "nginx workers did not start"
         time.sleep(0.05)
+    return master, port, m
+
+
+@pytest.mark.skipif(not nginx_available(), reason="nginx not installed")
+def test_nginx_master_covers_workers_started_by_a_reload(procs, certs, tmp_path):
+    master, port, m = start_nginx(procs, certs, tmp_path)
     old = {c.pid for c in m.children()}
     h = Run(procs, tmp_path, [master.pid])
     h.wait_for(lambda: all(f"pid {w} (nginx)" in h.stderr() for w in old), "both workers in the attached line")
