@@ -43,7 +43,7 @@ def world_pkg():
     os.chmod(d, 0o755)
     pkg = os.path.join(d, "hdrlog")
     os.mkdir(pkg, 0o755)
-    for name in ("__init__.py", "errors.py", "preflight.py"):
+    for name in ("__init__.py", "errors.py", "preflight.py", "procstate.py"):
         shutil.copy(SRC / "hdrlog" / name, pkg)
         os.chmod(os.path.join(pkg, name), 0o644)
     yield d

@@ -22,6 +22,7 @@ from hdrlog import placement, uprobelink
 from hdrlog.elfsyms import ElfFile
 from hdrlog.errors import HdrlogError
 from hdrlog.placement import Site
+from hdrlog.procstate import exited
 from hdrlog.events import Stat
 from hdrlog.tlslibs import TlsLibrary
 
@@ -185,7 +186,7 @@ class ProbeSet:
 
     @staticmethod
     def _explain(pid: int, exc: HdrlogError) -> HdrlogError:
-        if _exited(pid):
+        if exited(pid):
             return HdrlogError(f"process {pid} exited while hdrlog was attaching to it.")
         return exc
 
@@ -269,15 +270,6 @@ class ProbeSet:
         if reader is not None:
             reader.close()
         self.bpf.cleanup()
-
-
-def _exited(pid: int) -> bool:
-    """Gone, or a zombie (whose /proc/PID still exists)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 
 from hdrlog.errors import HdrlogError
+from hdrlog.procstate import exited
 
 TRACEFS = "/sys/kernel/tracing"
 DEBUGFS_TRACING = "/sys/kernel/debug/tracing"
@@ -305,15 +306,6 @@ def check_btf() -> Check:
 _BCC_EVENT_RE = re.compile(r"^([pr]):(\S+?)/(\S+_bcc_(\d+))(?:\s|$)")
 
 
-def _pid_dead(pid: int) -> bool:
-    """No such process, or a zombie (whose fds, and so its probes, are already closed)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
 def stale_uprobe_events(tracing_dir: str | None = None) -> list[tuple[str, int]]:
     """tracefs uprobe_events entries that bcc-based tools (libbcc's tracefs fallback names them
     `..._bcc_<tool pid>`) left behind when they died: [("group/event", tool pid)], tool pid dead. Entries of
@@ -329,7 +321,7 @@ def stale_uprobe_events(tracing_dir: str | None = None) -> list[tuple[str, int]]
     out = []
     for line in lines:
         m = _BCC_EVENT_RE.match(line)
-        if m and _pid_dead(int(m.group(4))):
+        if m and exited(int(m.group(4))):
             out.append((f"{m.group(2)}/{m.group(3)}", int(m.group(4))))
     return out
 
@@ -353,7 +345,7 @@ def remove_stale_uprobe_events(tracing_dir: str | None = None) -> tuple[list[str
     d = tracing_dir or _tracing_dir()
     removed, errors = [], []
     for event, pid in stale_uprobe_events(d):
-        if not _pid_dead(pid):
+        if not exited(pid):
             continue
         try:
             write_uprobe_events(f"-:{event}\n", d)

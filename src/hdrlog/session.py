@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from hdrlog import discover, events
+from hdrlog.procstate import exited
 from hdrlog.textsafe import TEXT_LIMIT, shown
 from hdrlog.errors import HdrlogError
 from hdrlog.inflight import blocked_socket_reads
@@ -213,7 +214,7 @@ class Session:
             # OSError: the process's files under /proc/PID/root vanished with it
             self.probeset.detach(pid)
             if strict:
-                if _gone(pid):  # a zombie still has /proc/PID, so the loader cannot always tell
+                if exited(pid):  # a zombie still has /proc/PID, so the loader cannot always tell
                     raise HdrlogError(f"process {pid} exited while hdrlog was attaching to it.") from None
                 if isinstance(exc, OSError):
                     raise HdrlogError(f"cannot attach to process {pid}: {exc}.") from None
@@ -250,9 +251,9 @@ class Session:
         self._forked = True  # the kernel saw a traced process fork: rescan now, not at the next tick
 
     def _rescan(self) -> None:
-        alive_roots = [r for r in self.roots if not _gone(r)]
+        alive_roots = [r for r in self.roots if not exited(r)]
         for pid in list(self.targets):
-            if _gone(pid):
+            if exited(pid):
                 self.probeset.detach(pid)
                 del self.targets[pid]
                 self.exited.append(pid)
@@ -267,7 +268,7 @@ class Session:
                 self.sink.write(simple("exit", pid=pid, reason="exec"))
                 log(f"pid {pid} ({shown(t.comm)}) exec'd {shown(self._comm(pid))}: the old image's probes are removed; "
                     f"its new image is attached to if it has TLS code")
-        for pid in [p for p in self._skipped if _gone(p)]:
+        for pid in [p for p in self._skipped if exited(p)]:
             del self._skipped[pid]
         for root in alive_roots:
             for pid in self._tree(root):
@@ -325,7 +326,7 @@ class Session:
                     self._check_loss(self.probeset.stats())
                     self._rescan()
                     self.pipeline.tracker.expire(time.time_ns())
-                    if not self.targets and all(_gone(r) for r in self.roots):
+                    if not self.targets and all(exited(r) for r in self.roots):
                         log("every target process has exited")
                         break
         finally:
@@ -437,11 +438,6 @@ class _ReaderGone:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
-
-
-def _gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie (an orphan may stay one for seconds before it is reaped)."""
-    return not psutil.pid_exists(pid) or _is_zombie(pid)
 
 
 @contextlib.contextmanager
