@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from conftest import (TOKEN_SECRET, free_port, header, http_records, nginx_available, run_client, start_gateway,
-                      start_server, wait_port)
+from conftest import (TOKEN_SECRET, header, http_records, nginx_available, run_client, start_gateway, start_server)
+from test_kernel_lifecycle import start_nginx
 
 pytestmark = pytest.mark.kernel
 
@@ -60,31 +60,7 @@ def test_python_ssl_server_ex_path(procs, hdrlog, certs, placement):
 
 @pytest.mark.skipif(not nginx_available(), reason="nginx not installed")
 def test_nginx_two_workers_through_master(procs, hdrlog, certs, tmp_path):
-    cert, key = certs
-    port = free_port()
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / d).mkdir()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 2;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy;
-  fastcgi_temp_path {tmp_path}/fastcgi; uwsgi_temp_path {tmp_path}/uwsgi; scgi_temp_path {tmp_path}/scgi;
-  server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    location / {{ add_header X-Served-By nginx-test; return 200 "hello\\n"; }}
-  }}
-}}
-""")
-    master = procs(["nginx", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
-                   stderr=subprocess.PIPE)
-    wait_port(port)
+    master, port, _ = start_nginx(procs, certs, tmp_path)
     h = hdrlog(master.pid)
     # both workers are attached through the master
     deadline = time.monotonic() + 5
