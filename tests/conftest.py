@@ -209,3 +209,18 @@ def run_client(port: int, tag: str, requests: int = 7, connections: int = 2, hos
 
 def nginx_available() -> bool:
     return shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx")
+
+
+class RecordSink:
+    """A pipeline sink that keeps every record as the JSON-lines writer would print it (through orjson)."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def write(self, rec):
+        import orjson
+
+        self.records.append(orjson.loads(orjson.dumps(rec)))
+
+    def flush(self):
+        pass

@@ -39,6 +39,8 @@ from hdrlog.pipeline import Pipeline
 from hdrlog.redact import Redactor
 from hdrlog.replay import read_events
 
+from test_gopclntab import _FakeElf, _table  # the hand-made pclntab layout, written once
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 TLS = ["SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex", "SSL_do_handshake", "SSL_free"]
@@ -381,41 +383,6 @@ def test_elf_header_fields_truncation_and_huge_counts(tmp_path_factory, data):
     assert mem.peak < 64_000_000  # mmap'd, not read: a 2**40-entry table claim must not be materialised
 
 
-def _pcl_table(magic: int, funcs: list[tuple[str, int]], text_end: int) -> bytes:
-    """A pclntab (same layout as tests/test_gopclntab.py's _table)."""
-    names = b""
-    name_offs = []
-    for n, _ in funcs:
-        name_offs.append(len(names))
-        names += n.encode() + b"\0"
-    funcname_off = 8 + 8 * 8
-    pcln_off = funcname_off + len(names)
-    pcln_off += -pcln_off % 8
-    wide = magic == gopclntab.MAGIC_116
-    ent = 16 if wide else 8
-    ftab = fdata = b""
-    base_funcs = (len(funcs) + 1) * ent
-    for (name, entry), noff in zip(funcs, name_offs):
-        funcoff = base_funcs + len(fdata)
-        ftab += struct.pack("<QQ", entry, funcoff) if wide else struct.pack("<II", entry, funcoff)
-        fdata += (struct.pack("<Qi", entry, noff) if wide else struct.pack("<Ii", entry, noff)).ljust(40, b"\0")
-    ftab += struct.pack("<QQ", text_end, 0) if wide else struct.pack("<II", text_end, 0)
-    words = [len(funcs), 1, funcname_off, 0, 0, 0, pcln_off, 0] if wide else \
-        [len(funcs), 1, 0x401000, funcname_off, 0, 0, 0, pcln_off]
-    head = struct.pack("<IBBBB", magic, 0, 0, 1, 8) + struct.pack("<8Q", *words)
-    return (head + names).ljust(pcln_off, b"\0") + ftab + fdata
-
-
-class _FakeElf:
-    path = shown_path = "/fake/go-binary"
-    segments: list = []
-    text_range = (0x401000, 0x500000)
-    elf_type = "EXEC"
-
-    def find(self, *a, **k):
-        return -1
-
-
 @fuzz(300)
 @given(st.sampled_from([gopclntab.MAGIC_116, gopclntab.MAGIC_118, gopclntab.MAGIC_120]),
        st.lists(st.tuples(st.sampled_from(["main.a", "crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write", "é"]),
@@ -424,7 +391,7 @@ class _FakeElf:
 def test_pclntab_mutated(magic, funcs, data):
     """Crafted tables with header words at boundary values, random bytes overwritten and truncation:
     PcLnTab either refuses with HdrlogError or answers funcs()/lookup() without raising."""
-    tab = bytearray(_pcl_table(magic, funcs, data.draw(st.integers(0, 0xFFFFFFFF), label="end")))
+    tab = bytearray(_table(magic, funcs, data.draw(st.integers(0, 0xFFFFFFFF), label="end")))
     for _ in range(data.draw(st.integers(0, 3), label="nw")):
         w = data.draw(st.integers(0, 7), label="word")
         struct.pack_into("<Q", tab, 8 + 8 * w, data.draw(st.sampled_from(BOUNDARY) | st.integers(0, 1 << 20),

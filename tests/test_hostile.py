@@ -23,7 +23,7 @@ from hdrlog.http1 import Http1Parser
 from hdrlog.pipeline import Pipeline
 from hdrlog.redact import Redactor
 
-from conftest import start_server
+from conftest import RecordSink, start_server
 
 H = events.EVENT_HEADER
 
@@ -31,17 +31,6 @@ H = events.EVENT_HEADER
 @pytest.fixture(autouse=True)
 def _debug(monkeypatch):
     monkeypatch.setattr(Http1Parser, "debug", True)  # internal errors surface instead of being counted
-
-
-class Sink:
-    def __init__(self):
-        self.records: list[dict] = []
-
-    def write(self, rec):
-        self.records.append(orjson.loads(orjson.dumps(rec)))
-
-    def flush(self):
-        pass
 
 
 def ev(direction: int, data: bytes, *, conn=1, kind=1, length=None, offset=0, lost=0, ts=1) -> bytes:
@@ -61,7 +50,7 @@ def call_events(direction: int, data: bytes, max_bytes: int, **kw) -> list[bytes
 
 def run(calls, max_bytes=16384, close=True):
     """calls: [(direction 1=in 2=out, bytes)] on one connection, then SSL_free. -> (records, pipeline)."""
-    sink = Sink()
+    sink = RecordSink()
     pipe = Pipeline(sink, Redactor(key=b"k" * 32), lib_of_pid=lambda pid: "openssl", max_bytes=max_bytes,
                     wall_offset_ns=0)
     for d, data in calls:
@@ -159,7 +148,7 @@ def test_header_block_cut_after_authorization_never_leaks_it():
         blk = b"GET /s HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer s3cr3t-tail-token\r\n"
         blk += {"mid-name": b"X-Aft", "mid-value": b"X-After: partial", "after": b""}[cut_at]
         for lost_next in (True, False):
-            sink = Sink()
+            sink = RecordSink()
             pipe = Pipeline(sink, Redactor(key=b"k" * 32), lib_of_pid=lambda pid: "openssl", max_bytes=16384,
                             wall_offset_ns=0)
             pipe.on_raw(ev(1, blk))

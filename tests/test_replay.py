@@ -17,23 +17,14 @@ from hdrlog import events
 from hdrlog.redact import Redactor
 from hdrlog.replay import read_events, replay
 
+from conftest import RecordSink
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SECRETS = ("demo-token-9f8e7d6c5b4a", "k-1234567890abcdef", "s3cr3t-session")
 
 
-class ListSink:
-    def __init__(self):
-        self.records: list[dict] = []
-
-    def write(self, rec):
-        self.records.append(orjson.loads(orjson.dumps(rec)))
-
-    def flush(self):
-        pass
-
-
 def run(name: str, *, show_secrets=False, path: Path | None = None):
-    sink = ListSink()
+    sink = RecordSink()
     replay(str(path or FIXTURES / name), sink, Redactor(show_secrets=show_secrets, key=b"k" * 32))
     return sink.records
 
