@@ -137,24 +137,13 @@ def nginx_h2_curl(tmp: Path, cert: str, key: str) -> None:
 
 def nginx_h2_late_attach(tmp: Path, cert: str, key: str) -> None:
     """hdrlog attached to nginx while an httpx h2 connection is open and has already sent 3 requests."""
-    from test_kernel_h2 import nginx_h2
+    from test_kernel_h2 import late_h2_client, nginx_h2
 
     procs = _Procs()
     try:
         master, port = nginx_h2(procs, tmp / "nginx_late", (cert, key))
         go1, go2 = tmp / "late1", tmp / "late2"
-        script = tmp / "late_client.py"
-        script.write_text(f"""
-import os, time, httpx
-with httpx.Client(http2=True, verify=False) as c:
-    for i in range(3):
-        c.get("https://127.0.0.1:{port}/before/%d" % i, headers={{"x-h2-tag": "before-%d" % i, "x-fixed": "same"}})
-    open({str(go1)!r}, "w").close()
-    while not os.path.exists({str(go2)!r}):
-        time.sleep(0.02)
-    for i in range(60):
-        c.get("https://127.0.0.1:{port}/after/%d" % i, headers={{"x-h2-tag": "after-%d" % i, "x-fixed": "same"}})
-""")
+        script = late_h2_client(tmp / "late_client.py", port, go1, go2, [f"after-{i}" for i in range(60)])
         cl = procs([PY, str(script)])
         while not go1.exists():
             time.sleep(0.02)

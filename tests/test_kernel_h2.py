@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -210,6 +211,24 @@ def test_go_h2_server(procs, hdrlog, certs, tmp_path):
 
 
 @pytest.mark.skipif(not nginx_available(), reason="nginx not installed")
+def late_h2_client(script: Path, port: int, ready: Path, go: Path, after_tags: list[str]) -> Path:
+    """An httpx h2 client script: 3 requests on one connection, then it creates `ready` and waits for `go`
+    (attach hdrlog in between), then one request per tag on the same connection (x-h2-tag: tag)."""
+    script.write_text(f"""
+import os, time, httpx
+with httpx.Client(http2=True, verify=False) as c:
+    for i in range(3):
+        c.get("https://127.0.0.1:{port}/before/%d" % i, headers={{"x-h2-tag": "before-%d" % i, "x-fixed": "same"}})
+    open({str(ready)!r}, "w").close()
+    while not os.path.exists({str(go)!r}):
+        time.sleep(0.02)
+    for i, t in enumerate({after_tags!r}):
+        r = c.get("https://127.0.0.1:{port}/after/%d" % i, headers={{"x-h2-tag": t, "x-fixed": "same"}})
+        assert r.http_version == "HTTP/2"
+""")
+    return script
+
+
 def test_attach_to_an_open_h2_connection(procs, hdrlog, certs, tmp_path):
     """hdrlog attaches while an h2 connection is already open and has sent requests: later requests on it
     are recorded (detection by frame shape), fields that come from HPACK entries sent before the attach are
@@ -217,19 +236,7 @@ def test_attach_to_an_open_h2_connection(procs, hdrlog, certs, tmp_path):
     master, port = nginx_h2(procs, tmp_path, certs)
     go1, go2 = tmp_path / "go1", tmp_path / "done"
     tokens = [token() for _ in range(5)]
-    script = tmp_path / "client.py"
-    script.write_text(f"""
-import os, time, httpx
-with httpx.Client(http2=True, verify=False) as c:
-    for i in range(3):
-        c.get("https://127.0.0.1:{port}/before/%d" % i, headers={{"x-h2-tag": "before-%d" % i, "x-fixed": "same"}})
-    open({str(go1)!r}, "w").close()
-    while not os.path.exists({str(go2)!r}):
-        time.sleep(0.02)
-    for i, t in enumerate({tokens!r}):
-        r = c.get("https://127.0.0.1:{port}/after/%d" % i, headers={{"x-h2-tag": t, "x-fixed": "same"}})
-        assert r.http_version == "HTTP/2"
-""")
+    script = late_h2_client(tmp_path / "client.py", port, go1, go2, tokens)
     client = procs([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while not go1.exists():
