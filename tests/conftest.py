@@ -224,3 +224,12 @@ class RecordSink:
 
     def flush(self):
         pass
+
+
+def python_without_bcc() -> str | None:
+    """The first `python3` on PATH (pyenv's here) if it is not Debian's and cannot import bcc."""
+    p = shutil.which("python3")
+    if not p or os.path.realpath(p).startswith("/usr/bin/"):
+        return None
+    r = subprocess.run([p, "-c", "import bcc"], capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    return None if r.returncode == 0 else p

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_client, start_server
+from conftest import ROOT, python_without_bcc, run_client, start_server
 
 PY = sys.executable
 SRC = ROOT / "src"
@@ -158,16 +158,8 @@ def test_probe_with_traffic_that_is_not_http(procs, certs, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ failure paths
-def _python_without_bcc() -> str | None:
-    p = shutil.which("python3")
-    if not p or os.path.realpath(p).startswith("/usr/bin/"):
-        return None
-    r = subprocess.run([p, "-c", "import bcc"], capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
-    return None if r.returncode == 0 else p
-
-
 def test_missing_bcc():
-    py = _python_without_bcc()
+    py = python_without_bcc()
     if py is None:
         pytest.skip("the python3 on PATH is Debian's (or sees bcc)")
     env = {**os.environ, "PYTHONPATH": str(SRC)}

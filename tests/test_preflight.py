@@ -22,6 +22,8 @@ from hdrlog import preflight, setupcmd
 from hdrlog.errors import HdrlogError
 from hdrlog.preflight import Check, check_kernel_headers, explain_compile_error
 
+from conftest import python_without_bcc
+
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 RELEASE = os.uname().release
@@ -289,17 +291,8 @@ def test_run_setup_no_apt_without_headers_is_a_clear_error(tmp_path, monkeypatch
 
 
 # ---------------------------------------------------------------------------------------------- bcc
-def _python_without_bcc() -> str | None:
-    """The first `python3` on PATH (pyenv's here) if it is not Debian's and cannot import bcc."""
-    p = shutil.which("python3")
-    if not p or os.path.realpath(p).startswith("/usr/bin/"):
-        return None
-    r = subprocess.run([p, "-c", "import bcc"], capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
-    return None if r.returncode == 0 else p
-
-
 def test_bcc_not_ok_under_path_python3_without_bcc():
-    py = _python_without_bcc()
+    py = python_without_bcc()
     if py is None:
         pytest.skip("the python3 on PATH is Debian's (or sees bcc)")
     c = _run_check(py, str(SRC), "preflight.check_bcc()")
