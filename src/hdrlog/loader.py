@@ -143,11 +143,7 @@ class ProbeSet:
     # -- processes -------------------------------------------------------------------------------
     def plan(self, library: TlsLibrary, path: str, symbols: dict) -> list[Site]:
         """Where every uprobe of `library` goes in the file at `path` (placement.py), memoised per file."""
-        try:
-            ino = os.stat(path).st_ino
-        except OSError as exc:  # /proc/PID/root/... vanished with its process
-            raise HdrlogError(f"cannot read {path}: {exc.strerror}; did the process exit?") from None
-        key = (library.name, path, ino, tuple(sorted((n, s.offset) for n, s in symbols.items())))
+        key = self._plan_key(library, path, symbols)
         sites = self._plans.get(key)
         if sites is None:
             with ElfFile(path) as elf:
@@ -155,36 +151,70 @@ class ProbeSet:
                                                           mode=self.settings.placement)
         return sites
 
-    def attach(self, pid: int, library: TlsLibrary, path: str, symbols: dict) -> list[AttachedProbe]:
-        """Attach every uprobe of `library` whose symbol is in `symbols` (name → discover Symbol) for pid."""
-        sites = self.plan(library, path, symbols)
+    @staticmethod
+    def _plan_key(library: TlsLibrary, path: str, symbols: dict) -> tuple:
         try:
-            done = self._attach_sites(pid, path, sites)
-        except uprobelink.AttachError as exc:
-            refused = getattr(exc, "sites", None)
-            if exc.errno != errno.EINVAL or not refused or self.settings.placement == "entry":
-                raise self._explain(pid, exc) from None
-            # the kernel refused one placed offset (usually a uprobe another tool leaked there, see uprobelink):
-            # the functions it covers go back to their symbols' entries, the others keep their placement
-            names = {n for s in refused for n in s.symbol.split("+")}
-            with ElfFile(path) as elf:
-                entry = placement.plan(elf, library, symbols, path=path, mode="entry")
-            retry = [s for s in sites if not names & set(s.symbol.split("+"))] + [s for s in entry if s.symbol in names]
-            try:
-                done = self._attach_sites(pid, path, retry)
-            except uprobelink.AttachError as exc2:
-                raise self._explain(pid, exc2) from None
-            where = ", ".join(sorted({s.where for s in refused}))
-            key = (os.stat(path).st_ino, where)
-            if key not in self._noted:  # said once per file, not once per worker
-                self._noted.add(key)
-                self.notes.append(f"pid {pid}: the kernel refused a uprobe at {where} in {path} (EINVAL; usually a "
-                                  f"uprobe another tool left at that offset, `dmesg | grep ref_ctr_offset` shows it), so "
-                                  f"{', '.join(sorted(names))} " + ("is probed at its entry" if len(names) == 1 else
-                                                                      "are probed at their entries") + " instead")
+            ino = os.stat(path).st_ino
+        except OSError as exc:  # /proc/PID/root/... vanished with its process
+            raise HdrlogError(f"cannot read {path}: {exc.strerror}; did the process exit?") from None
+        return library.name, path, ino, tuple(sorted((n, s.offset) for n, s in symbols.items()))
+
+    def attach(self, pid: int, library: TlsLibrary, path: str, symbols: dict) -> list[AttachedProbe]:
+        """Attach every uprobe of `library` whose symbol is in `symbols` (name → discover Symbol) for pid.
+
+        When the kernel refuses a placed offset (EINVAL: usually a uprobe another tool left there, see
+        uprobelink), the functions that offset covers go back to their symbols' entries and the others keep
+        their placement. The links already made for other functions are kept: closing links waits for the
+        kernel (~0.09 s per process on the reference VM, paid by every nginx process before this)."""
+        sites = self.plan(library, path, symbols)
+        done: list[AttachedProbe] = []
+        moved: set[str] = set()  # functions sent back to their entries
+        todo = list(sites)
+        try:
+            while True:
+                try:
+                    self._attach_sites(pid, path, todo, done)
+                    break
+                except uprobelink.AttachError as exc:
+                    refused = getattr(exc, "sites", None)
+                    names = {n for s in refused or () for n in s.symbol.split("+")}
+                    if exc.errno != errno.EINVAL or not refused or self.settings.placement == "entry" or names & moved:
+                        raise self._explain(pid, exc) from None
+                    moved |= names
+                    todo = self._move_to_entries(pid, library, path, symbols, todo, done, refused, names)
+        except BaseException:
+            uprobelink.close_all([fd for fd in dict.fromkeys(p.fd for p in done)])
+            raise
+        self._fds.setdefault(pid, []).extend(dict.fromkeys(p.fd for p in done))
         self.attached.setdefault(pid, []).extend(done)
         self.bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
         return done
+
+    def _move_to_entries(self, pid: int, library: TlsLibrary, path: str, symbols: dict, todo: list[Site],
+                         done: list[AttachedProbe], refused: list[Site], names: set[str]) -> list[Site]:
+        """What is left to attach once the functions in `names` go to their entries; `done` loses the links
+        already made for them (an entry link made before its return was refused), whose other sites are
+        attached again."""
+        def touches(site: Site) -> bool:
+            return bool(names & set(site.symbol.split("+")))
+
+        drop = {p.fd for p in done if touches(p.site)}
+        again = [p.site for p in done if p.fd in drop and not touches(p.site)]
+        uprobelink.close_all(list(drop))
+        done[:] = [p for p in done if p.fd not in drop]
+        attached = {id(p.site) for p in done}
+        with ElfFile(path) as elf:
+            entry = placement.plan(elf, library, symbols, path=path, mode="entry")
+        where = ", ".join(sorted({s.where for s in refused}))
+        key = (os.stat(path).st_ino, where)
+        if key not in self._noted:  # said once per file, not once per worker
+            self._noted.add(key)
+            self.notes.append(f"pid {pid}: the kernel refused a uprobe at {where} in {path} (EINVAL; usually a "
+                              f"uprobe another tool left at that offset, `dmesg | grep ref_ctr_offset` shows it), so "
+                              f"{', '.join(sorted(names))} " + ("is probed at its entry" if len(names) == 1 else
+                                                                  "are probed at their entries") + " instead")
+        left = {id(s): s for s in again + todo if id(s) not in attached and not touches(s)}
+        return list(left.values()) + [s for s in entry if s.symbol in names]
 
     @staticmethod
     def _explain(pid: int, exc: HdrlogError) -> HdrlogError:
@@ -199,34 +229,26 @@ class ProbeSet:
             fn = self._fns[name] = self.bpf.load_func(name.encode(), self._BPF.KPROBE, attach_type=attach_type)
         return fn.fd
 
-    def _attach_sites(self, pid: int, path: str, sites: list[Site]) -> list[AttachedProbe]:
-        """multi: one link per (program, entry/return) carrying all its offsets; perf: one event per site."""
+    def _attach_sites(self, pid: int, path: str, sites: list[Site], done: list[AttachedProbe]) -> None:
+        """multi: one link per (program, entry/return) carrying all its offsets; perf: one event per site.
+        Appends to `done` as it goes; a refusal raises AttachError with .sites, the group refused, and what
+        was attached before it stays in `done` (the caller keeps or closes it)."""
         groups: dict[tuple[str, bool], list[Site]] = {}
         for site in sites:
             groups.setdefault((site.fn, site.kind == "return"), []).append(site)
-        done: list[AttachedProbe] = []
-        fds: list[int] = []
-        try:
-            for (name, ret), group in groups.items():
-                prog = self._prog_fd(name)
+        for (name, ret), group in groups.items():
+            prog = self._prog_fd(name)
+            try:
                 if self.mode == "multi":
                     fd = uprobelink.attach_multi(prog, path, sorted({s.offset for s in group}), pid, ret)
-                    fds.append(fd)
                     done += [AttachedProbe(pid, s.symbol, path, s.offset, s.kind, fd, s) for s in group]
                 else:
                     for s in group:
                         fd = uprobelink.attach_perf(prog, path, s.offset, pid, ret)
-                        fds.append(fd)
                         done.append(AttachedProbe(pid, s.symbol, path, s.offset, s.kind, fd, s))
-        except uprobelink.AttachError as exc:
-            uprobelink.close_all(fds)
-            exc.sites = group  # which sites the kernel refused (attach() may place them elsewhere)
-            raise
-        except BaseException:
-            uprobelink.close_all(fds)
-            raise
-        self._fds.setdefault(pid, []).extend(fds)
-        return done
+            except uprobelink.AttachError as exc:
+                exc.sites = group  # which sites the kernel refused (attach() may place them elsewhere)
+                raise
 
     def detach(self, pid: int) -> float:
         """Remove pid's probes; the seconds the kernel took (its fds are closed in parallel threads)."""
