@@ -19,13 +19,17 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hdrlog import statsbatch
 from hdrlog.errors import HdrlogError
 from hdrlog.redact import Headers
 
+_ATOMS = statsbatch.ATOMS
+
 RESERVOIR = 20000
+BATCH = 256  # records Stats.observe keeps before aggregating them (statsbatch)
 MAX_VALUES = 1000
 MAX_GROUPS = 2000
-_MAX_KEYS = 65536  # (method, path, peer) -> groups cache of Stats.add
+_MAX_KEYS = 65536  # (method, path, peer) -> groups cache of Stats._groups
 OTHER = "other"
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -194,24 +198,80 @@ class HeaderStat:
 
 
 class Stats:
-    """Feed records with observe(rec) (an output observer) or add(rec); read result() or table()."""
+    """Feed records with observe(rec) (an output observer: batched) or add(rec) (at once); read result() or table().
+
+    observe() keeps a few fields of a live record; every BATCH records, and before anything reads the statistics
+    (result(), table(), and the aggregate attributes below, which are properties that count what is kept first),
+    the batch is counted at once (statsbatch: counters per distinct (method, path, peer, status, Content-Length)
+    instead of per record), with the same result as add() on each record in the same order."""
 
     def __init__(self, headers: bool = True):
-        self.routes: dict[tuple[str, str], Group] = {}
-        self.peers: dict[str, Group] = {}
+        self._routes: dict[tuple[str, str], Group] = {}
+        self._peers: dict[str, Group] = {}
         self.headers_on = headers
-        self.headers: dict[tuple[str, str], HeaderStat] = {}
-        self.mcp_calls: Counter = Counter()
-        self.mcp_errors: Counter = Counter()
-        self.mcp_sessions: set[str] = set()
-        self.mcp_pending: dict[tuple, tuple[str, str | None]] = {}
-        self.kinds: Counter = Counter()
-        self.protos: Counter = Counter()
-        self.lost_events = 0
-        self.first_ts: str | None = None
-        self.last_ts: str | None = None
+        self._headers: dict[tuple[str, str], HeaderStat] = {}
+        self._mcp_calls: Counter = Counter()
+        self._mcp_errors: Counter = Counter()
+        self._mcp_sessions: set[str] = set()
+        self._mcp_pending: dict[tuple, tuple[str, str | None]] = {}
+        self._kinds: Counter = Counter()
+        self._protos: Counter = Counter()
+        self._lost_events = 0
+        self._first_ts: str | None = None
+        self._last_ts: str | None = None
         self.rng = random.Random(0)
-        self._keys: dict[tuple, tuple[Group, Group]] = {}  # see add()
+        self._keys: dict[tuple, tuple[Group, Group]] = {}  # see _add()
+        self._q: list[dict] = []  # observed, not yet aggregated
+
+    def _drained(name: str):  # noqa: N805 - a property factory, used in the class body only
+        def get(self):
+            if self._q:
+                self._drain()
+            return getattr(self, name)
+        return property(get, doc=f"{name[1:]}, with every observed record counted")
+
+    routes = _drained("_routes")
+    peers = _drained("_peers")
+    headers = _drained("_headers")
+    mcp_calls = _drained("_mcp_calls")
+    mcp_errors = _drained("_mcp_errors")
+    mcp_sessions = _drained("_mcp_sessions")
+    mcp_pending = _drained("_mcp_pending")
+    kinds = _drained("_kinds")
+    protos = _drained("_protos")
+    lost_events = _drained("_lost_events")
+    first_ts = _drained("_first_ts")
+    last_ts = _drained("_last_ts")
+    del _drained
+
+    def observe(self, rec: dict) -> None:
+        """As an output observer (output.OutputSink): a live record's fields are kept and counted with the next
+        batch (statsbatch); any other record (from a file, a loss, with MCP items or header statistics on) is
+        counted now, after those kept before it."""
+        try:
+            atoms = _ATOMS[rec["kind"]](rec)
+            clen = rec["headers"].content_length  # a live record's header list (redact.Headers)
+        except (KeyError, TypeError, AttributeError):
+            return self.add(rec)
+        if atoms[1] != "http" or "mcp" in rec or self.headers_on:
+            return self.add(rec)
+        q = self._q
+        q.append(atoms)
+        q.append(clen)
+        if len(q) >= 2 * BATCH:
+            self._drain()
+
+    def _drain(self) -> None:
+        q, self._q = self._q, []
+        if not statsbatch.aggregate(self, q):
+            for i in range(0, len(q), 2):
+                self._add(statsbatch.rebuild(q[i], q[i + 1]))
+
+    def add(self, rec: dict) -> None:
+        """Count one record now (after any observed before it)."""
+        if self._q:
+            self._drain()
+        self._add(rec)
 
     def _group(self, table: dict, key, factory=Group):
         g = table.get(key)
@@ -224,36 +284,40 @@ class Stats:
             g = table[key] = factory()
         return g
 
-    def add(self, rec: dict) -> None:
+    def _groups(self, key: tuple) -> tuple[Group, Group]:
+        """(method, raw path, peer address) -> its route and peer groups: normalising the path, splitting the peer
+        and two table look-ups are done once per distinct key, not per record (a response repeats its request's)."""
+        groups = self._keys.get(key)
+        if groups is None:
+            if len(self._keys) >= _MAX_KEYS:
+                self._keys.clear()
+            method, path, peer_addr = key
+            groups = self._keys[key] = (self._group(self._routes, (method, normalise_path(path))),
+                                        self._group(self._peers, peer_ip(peer_addr)))
+        return groups
+
+    def _add(self, rec: dict) -> None:
         t = rec.get("type")
         if t != "http":
             if t == "loss":
-                self.lost_events = max(self.lost_events, int(rec.get("total_events") or 0))
+                self._lost_events = max(self._lost_events, int(rec.get("total_events") or 0))
             return
         kind = rec.get("kind")
-        self.kinds[kind] += 1
-        self.protos[rec.get("proto")] += 1
+        self._kinds[kind] += 1
+        self._protos[rec.get("proto")] += 1
         ts = rec.get("ts")
         if ts:
-            if self.first_ts is None or ts < self.first_ts:
-                self.first_ts = ts
-            if self.last_ts is None or ts > self.last_ts:
-                self.last_ts = ts
+            if self._first_ts is None or ts < self._first_ts:
+                self._first_ts = ts
+            if self._last_ts is None or ts > self._last_ts:
+                self._last_ts = ts
         if kind == "response":
             req = rec.get("request") or {}
             method, path = req.get("method") or "?", req.get("path")
         else:
             method, path = rec.get("method") or "?", rec.get("path")
-        peer_addr = (rec.get("conn") or {}).get("peer")
-        # (method, raw path, peer address) -> its two groups: normalising the path, splitting the peer and two
-        # table look-ups are done once per distinct key, not per record (a response repeats its request's key)
-        key = (method, path, peer_addr)
-        groups = self._keys.get(key)
-        if groups is None:
-            if len(self._keys) >= _MAX_KEYS:
-                self._keys.clear()
-            groups = self._keys[key] = (self._group(self.routes, (method, normalise_path(path))),
-                                        self._group(self.peers, peer_ip(peer_addr)))
+        key = (method, path, (rec.get("conn") or {}).get("peer"))
+        groups = self._keys.get(key) or self._groups(key)
         clen = _content_length(rec)
         mcp_err = False
         if "mcp" in rec:
@@ -290,13 +354,15 @@ class Stats:
                     g.resp_bytes += clen
                     g.resp_bytes_known += 1
         if self.headers_on:
-            for n, v in rec.get("headers") or ():
-                hs = self.headers.get((kind, n.lower()))
-                if hs is None:
-                    hs = self.headers[(kind, n.lower())] = HeaderStat()
-                hs.add(v)
+            self._header_values(kind, rec.get("headers"))
 
-    observe = add  # as an output observer (output.OutputSink)
+    def _header_values(self, kind, headers) -> None:
+        table = self._headers
+        for n, v in headers or ():
+            hs = table.get((kind, n.lower()))
+            if hs is None:
+                hs = table[(kind, n.lower())] = HeaderStat()
+            hs.add(v)
 
     def _mcp(self, rec: dict, items: list[dict], kind: str) -> bool:
         """Count MCP calls (request) or errors (response); True if this response carries an MCP error.
@@ -306,51 +372,53 @@ class Stats:
         for m in items:
             sess = mcp_session(rec, m)
             if sess:
-                self.mcp_sessions.add(sess)
+                self._mcp_sessions.add(sess)
             method, tool = m.get("method"), mcp_tool(m)
             if kind == "request":
                 if method:
-                    self.mcp_calls[(method, tool)] += 1
+                    self._mcp_calls[(method, tool)] += 1
                     if m.get("id") is not None:
-                        if len(self.mcp_pending) > 100000:
-                            self.mcp_pending.clear()
-                        self.mcp_pending[(conn, str(m["id"]))] = (method, tool)
+                        if len(self._mcp_pending) > 100000:
+                            self._mcp_pending.clear()
+                        self._mcp_pending[(conn, str(m["id"]))] = (method, tool)
                 continue
-            pending = self.mcp_pending.pop((conn, str(m.get("id"))), None) if m.get("id") is not None else None
+            pending = self._mcp_pending.pop((conn, str(m.get("id"))), None) if m.get("id") is not None else None
             if mcp_is_error(m):
                 if method is None and pending is not None:
                     method, tool = pending
-                self.mcp_errors[(method or "?", tool)] += 1
+                self._mcp_errors[(method or "?", tool)] += 1
                 error = True
         return error
 
     def result(self, top: int = 5) -> dict:
+        if self._q:
+            self._drain()
         def routes():
-            rows = [{"method": k[0], "route": k[1], **g.summary()} for k, g in self.routes.items()]
+            rows = [{"method": k[0], "route": k[1], **g.summary()} for k, g in self._routes.items()]
             return sorted(rows, key=lambda r: (-r["requests"], r["method"], r["route"]))
 
         def peers():
-            rows = [{"peer": k, **g.summary()} for k, g in self.peers.items()]
+            rows = [{"peer": k, **g.summary()} for k, g in self._peers.items()]
             return sorted(rows, key=lambda r: (-r["requests"], r["peer"]))
 
         headers = []
-        for (kind, name), hs in sorted(self.headers.items(), key=lambda kv: (kv[0][0] or "", -kv[1].count, kv[0][1])):
+        for (kind, name), hs in sorted(self._headers.items(), key=lambda kv: (kv[0][0] or "", -kv[1].count, kv[0][1])):
             headers.append({
                 "kind": kind, "name": name, "count": hs.count, "distinct": len(hs.values),
                 "distinct_is_lower_bound": hs.overflow, "redacted": hs.redacted,
                 "top": [{"value": v, "count": c} for v, c in hs.values.most_common(top)],
             })
-        calls = sorted(self.mcp_calls.items(), key=lambda kv: -kv[1])
-        mcp_total = sum(self.mcp_calls.values())
-        err_total = sum(self.mcp_errors.values())
+        calls = sorted(self._mcp_calls.items(), key=lambda kv: -kv[1])
+        mcp_total = sum(self._mcp_calls.values())
+        err_total = sum(self._mcp_errors.values())
         return {
-            "messages": sum(self.kinds.values()),
-            "requests": self.kinds.get("request", 0),
-            "responses": self.kinds.get("response", 0),
-            "protocols": dict(self.protos),
-            "first_ts": self.first_ts,
-            "last_ts": self.last_ts,
-            "lost_events": self.lost_events,
+            "messages": sum(self._kinds.values()),
+            "requests": self._kinds.get("request", 0),
+            "responses": self._kinds.get("response", 0),
+            "protocols": dict(self._protos),
+            "first_ts": self._first_ts,
+            "last_ts": self._last_ts,
+            "lost_events": self._lost_events,
             "routes": routes(),
             "peers": peers(),
             "headers": headers,
@@ -358,9 +426,9 @@ class Stats:
                 "calls": mcp_total,
                 "errors": err_total,
                 "error_rate": round(err_total / mcp_total, 4) if mcp_total else None,
-                "sessions": len(self.mcp_sessions),
+                "sessions": len(self._mcp_sessions),
                 "by_method_tool": [{"method": k[0], "tool": k[1], "calls": v,
-                                    "errors": self.mcp_errors.get(k, 0)} for k, v in calls],
+                                    "errors": self._mcp_errors.get(k, 0)} for k, v in calls],
             },
         }
 
