@@ -20,6 +20,12 @@ between two lines is what that layer costs:
 
 Rounds of all stages are interleaved; medians are printed (the machine may be shared: look at the load).
 
+--varied makes every exchange differ the way real traffic does, so that memos keyed on values (the redaction
+memo of markers and redacted values, caches of paths) miss as they would: a unique X-Request-Id, another query
+string, Authorization, Cookie and Set-Cookie values never seen before, the Date header of each simulated second
+(~6,700 exchanges a second at 50 µs between events) and bodies of 1 to 7 users (another Content-Length); the
+request gains a Cookie header. The default (one exchange repeated) is what the README's figures use.
+
 --ab DIR compares this tree with another one (DIR: its src/hdrlog, e.g. from `git archive`) in one process: DIR
 is copied as package hdrlog_base, and every round runs each stage on both trees, alternating which goes first.
 On a shared machine whose speed drifts by tens of percent over minutes, the paired differences (new − base,
@@ -61,7 +67,7 @@ FLUSH_EVERY = 64
 KEY = b"k" * 32  # a fixed redaction key: the bench must not depend on /var/lib/hdrlog
 
 
-def workload(reps: int) -> tuple[list[bytes], list[bytes], int]:
+def workload(reps: int, varied: bool = False) -> tuple[list[bytes], list[bytes], int]:
     meta, raws = read_events(str(FIXTURE))
     raws = list(raws)
     wall = int(meta.get("wall_offset_ns", 0))
@@ -69,14 +75,36 @@ def workload(reps: int) -> tuple[list[bytes], list[bytes], int]:
     ts0 = struct.unpack_from("<Q", base[0])[0]
     out = []
     t = ts0
-    for _ in range(reps):
-        for b in base:
+    for n in range(reps):
+        copies = vary(base, n, t + wall) if varied else base
+        for b in copies:
             r = bytearray(b)
             struct.pack_into("<Q", r, 0, t)
             t += 50_000
             out.append(bytes(r))
     handshake = bytes(raws[0])
     return [handshake], out, wall
+
+
+def vary(base: list[bytes], n: int, wall_ns: int) -> list[bytes]:
+    """Exchange n of --varied: the fixture's three events with what differs between real requests changed: a
+    unique X-Request-Id, another query, Authorization, Cookie and Set-Cookie values never seen before, the Date
+    of the (simulated) second, a body of 1 to 7 users (another Content-Length)."""
+    token = f"{(n * 2654435761) % (1 << 32):08x}{n:06d}"
+    req = (f"GET /api/users?id={n}&fields=name HTTP/1.1\r\nHost: 127.0.0.1:41225\r\nAccept-Encoding: identity\r\n"
+           f"Accept: application/json\r\nAuthorization: Bearer tok-{token}\r\nCookie: sid=c{token}; theme=dark\r\n"
+           f"X-Request-Id: fx-{n}\r\nUser-Agent: hdrlog-demo-client/1\r\n\r\n").encode()
+    body = ('{"users": [' + ", ".join(f'{{"id": {n + i}, "name": "ada"}}' for i in range(1 + n % 7)) + "]}").encode()
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(wall_ns // 1_000_000_000))
+    head = (f"HTTP/1.1 200 OK\r\nServer: hdrlog-demo-gateway/1 Python/3.11.2\r\nDate: {date}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nX-Request-Id: fx-{n}\r\n"
+            f"Cache-Control: no-store\r\nSet-Cookie: session=s{token}; HttpOnly\r\n\r\n").encode()
+    out = []
+    for raw, data in zip(base, (req, head, body)):
+        fields = list(events.EVENT_HEADER.unpack_from(raw))
+        fields[4] = fields[5] = len(data)  # len, cap
+        out.append(events.EVENT_HEADER.pack(*fields) + data)
+    return out
 
 
 class NullSink:
@@ -179,8 +207,10 @@ def main() -> int:
     ap.add_argument("--profile", metavar="OUT", help="cProfile one stage (--profile-stage, default full) once into OUT")
     ap.add_argument("--profile-stage", default="full", choices=STAGES)
     ap.add_argument("--ab", metavar="DIR", help="also run another tree's src/hdrlog, in this process (see above)")
+    ap.add_argument("--varied", action="store_true",
+                    help="every exchange differs as real traffic does (see above), so that memos do not hit")
     a = ap.parse_args()
-    pre, raws, wall = workload(a.reps)
+    pre, raws, wall = workload(a.reps, a.varied)
     msgs = a.reps * MSGS_PER_REP
     stages = a.stages.split(",")
     if a.profile:
@@ -201,7 +231,7 @@ def main() -> int:
             gc.collect()
             times[s].append(run_stage(s, pre, raws, wall) / msgs * 1e6)
     load1 = os.getloadavg()
-    print(f"consumer_micro: {a.reps} exchanges = {msgs} messages ({len(raws)} events) per run, {a.rounds} rounds, "
+    print(f"consumer_micro{' --varied' if a.varied else ''}: {a.reps} exchanges = {msgs} messages ({len(raws)} events) per run, {a.rounds} rounds, "
           f"CPU µs per message (median, min–max); loadavg {load0[0]:.2f} -> {load1[0]:.2f}")
     prev = None
     for s in stages:
@@ -226,7 +256,7 @@ def ab(base: dict, stages: list[str], a, pre, raws, wall, msgs) -> int:
                 gc.collect()
                 times[(s, t)].append(run_stage(s, pre, raws, wall, trees[t]) / msgs * 1e6)
     load1 = os.getloadavg()
-    print(f"consumer_micro A/B in one process: {a.ab} vs this tree, {msgs} messages per run, {a.rounds} rounds, CPU µs "
+    print(f"consumer_micro{' --varied' if a.varied else ''} A/B in one process: {a.ab} vs this tree, {msgs} messages per run, {a.rounds} rounds, CPU µs "
           f"per message (median, min); loadavg {load0[0]:.2f} -> {load1[0]:.2f}")
     for s in stages:
         b, n = times[(s, "base")], times[(s, "this")]
