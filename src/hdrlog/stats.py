@@ -48,6 +48,16 @@ def normalise_path(path: str | None) -> str:
     if hit is not None:
         return hit
     bare = path.split("?", 1)[0].split("#", 1)[0]
+    if len(_norm_cache) > 65536:
+        _norm_cache.clear()
+    out = _norm_cache.get(bare)  # the same path with another query (every request's, in much traffic)
+    if out is None:
+        out = _norm_cache[bare] = _normalise_bare(bare)
+    _norm_cache[path] = out
+    return out
+
+
+def _normalise_bare(bare: str) -> str:
     if bare.startswith(("http://", "https://")):  # absolute-form (proxies): keep the path part
         rest = bare.split("://", 1)[1]
         bare = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
@@ -57,11 +67,7 @@ def normalise_path(path: str | None) -> str:
                     or _REDACTED.search(seg)):
             seg = "{id}"
         segs.append(seg)
-    out = "/".join(segs) or "/"
-    if len(_norm_cache) > 65536:
-        _norm_cache.clear()
-    _norm_cache[path] = out
-    return out
+    return "/".join(segs) or "/"
 
 
 def peer_ip(addr: str | None) -> str:

@@ -30,6 +30,7 @@ ATOMS = {
 _get = dict.get
 _K, _PROTO, _TS, _CONN, _F5, _F6, _F7 = (itemgetter(i) for i in (0, 2, 3, 4, 5, 6, 7))
 _PEER, _METHOD, _PATH, _IS_REQUEST = repeat("peer"), repeat("method"), repeat("path"), repeat("request")
+_FIRST, _QMARK = itemgetter(0), repeat("?")
 _EMPTY: dict = {}
 _NO_BODY = (204, 304)
 _STATUS_TYPES = {int, type(None)}
@@ -56,6 +57,11 @@ def _clen(v) -> int | None:
         return int(v.strip())
     except ValueError:
         return None
+
+
+def _bare(paths) -> map:
+    """Each path up to its "?" (a TypeError for a path that is not a string: such a batch goes record by record)."""
+    return map(_FIRST, map(str.partition, paths, _QMARK))
 
 
 def _peers(atoms) -> list:
@@ -95,9 +101,10 @@ def aggregate(st, q: list) -> bool:
         if not all(s_methods):
             s_methods = [m or "?" for m in s_methods]
         statuses = list(map(_F6, resps))
-        # one tuple per record, hashed once: (method, path, peer, Content-Length[, status]) -> records
-        req_sigs = Counter(zip(r_methods, map(_F6, reqs), _peers(reqs), r_clens))
-        resp_sigs = Counter(zip(s_methods, map(_get, asked, _PATH), _peers(resps), s_clens, statuses))
+        # one tuple per record, hashed once: (method, path, peer, Content-Length[, status]) -> records, the path
+        # without its query (the route and the groups do not depend on it; many requests differ only there)
+        req_sigs = Counter(zip(r_methods, _bare(map(_F6, reqs)), _peers(reqs), r_clens))
+        resp_sigs = Counter(zip(s_methods, _bare(map(_get, asked, _PATH)), _peers(resps), s_clens, statuses))
         if not set(map(type, statuses)) <= _STATUS_TYPES:
             return False  # e.g. a string: Stats._add raises at that record
         known = st._keys
@@ -166,7 +173,7 @@ def _latencies(st, resps: list, methods: list, asked: list, sigs: Counter) -> No
             g.seen_latencies += len(vals)
             g.latencies.extend(vals)
         return
-    keys = zip(methods, map(_get, asked, _PATH), _peers(resps))
+    keys = zip(methods, _bare(map(_get, asked, _PATH)), _peers(resps))
     per_record = list(map(by_key.__getitem__, keys))
     lats = list(map(_F7, resps))
     getrandbits = st.rng.getrandbits
