@@ -35,6 +35,17 @@ def test_marker_is_hmac_sha256_prefix(r):
     assert MARK.fullmatch(r.value("x"))
 
 
+@pytest.mark.parametrize("key_len", [1, 31, 32, 63, 64, 65, 200])
+def test_marker_is_hmac_sha256_for_any_key_length(key_len):
+    """Markers come from precomputed HMAC pad states (two hash copies per value, not a key set-up each time):
+    they must stay HMAC-SHA256 exactly, whatever the key's length (> 64 bytes: hashed first) and the value."""
+    key = bytes(range(256))[:key_len]
+    r = Redactor(key=key)
+    for v in ("tok", "", "é€\U0001f511", "x" * 1000, "a\udcff"):
+        d = hmac.digest(key, v.encode("utf-8", "surrogatepass"), "sha256")
+        assert r.value(v) == f"<redacted:{d[:4].hex()}>"
+
+
 def test_marker_is_stable_and_keyed():
     a, b = Redactor(key=KEY), Redactor(key=KEY)
     assert a.value("tok") == b.value("tok")  # equal secrets correlate, across instances
