@@ -227,7 +227,9 @@ class Stats:
         self._last_ts: str | None = None
         self.rng = random.Random(0)
         self._keys: dict[tuple, tuple[Group, Group]] = {}  # see _add()
-        self._q: list[dict] = []  # observed, not yet aggregated
+        self._q: list = []  # observed, not yet counted: [atoms, Content-Length, atoms, ...] (see observe)
+        if headers:
+            self.observe = self.add  # header values are counted record by record (HeaderStat's bounds)
 
     def _drained(name: str):  # noqa: N805 - a property factory, used in the class body only
         def get(self):
@@ -252,14 +254,14 @@ class Stats:
 
     def observe(self, rec: dict) -> None:
         """As an output observer (output.OutputSink): a live record's fields are kept and counted with the next
-        batch (statsbatch); any other record (from a file, a loss, with MCP items or header statistics on) is
-        counted now, after those kept before it."""
+        batch (statsbatch); any other record (from a file, a loss, with MCP items) is counted now, after those
+        kept before it. With header statistics on, observe is add."""
         try:
             atoms = _ATOMS[rec["kind"]](rec)
             clen = rec["headers"].content_length  # a live record's header list (redact.Headers)
         except (KeyError, TypeError, AttributeError):
             return self.add(rec)
-        if atoms[1] != "http" or "mcp" in rec or self.headers_on:
+        if atoms[1] != "http" or "mcp" in rec:
             return self.add(rec)
         q = self._q
         q.append(atoms)

@@ -119,7 +119,9 @@ def aggregate(st, q: list) -> bool:
     if not lo:
         return False  # an empty "ts" (skipped by Stats._add)
     # ---- from here on the batch is counted (nothing above changed st)
-    st._kinds.update(kinds)
+    for kind, c in (("request", nreq), ("response", n - nreq)):
+        if c:
+            st._kinds[kind] += c
     st._protos.update(map(_PROTO, recs))
     if st._first_ts is None or lo < st._first_ts:
         st._first_ts = lo
