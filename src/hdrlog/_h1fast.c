@@ -1,0 +1,387 @@
+/* hdrlog._h1fast: one HTTP/1.x message head parsed in one call, for hdrlog.http1's fast path.
+ *
+ * parse_head(data, pos, request, limit) looks at data[pos:] (any bytes-like object) and, if it starts with ONE
+ * complete head in a strict, conservative grammar, returns
+ *
+ *   (end, method_or_status, target_or_reason, headers, content_length, host, minor)
+ *
+ * end: offset just after the blank line; method (str) and request-target (str) for a request, status (int) and
+ * reason phrase (str) for a response; headers: list of (name, value) str tuples in wire order, decoded as
+ * hdrlog.http1 decodes them (UTF-8, errors "backslashreplace"; a value without its leading SP/HTAB, trailing
+ * whitespace kept, as llhttp reports it); content_length: the one Content-Length value, or -1; host: the value of
+ * the first Host header (requests) or None; minor: 0 or 1 (HTTP/1.0 or 1.1).
+ *
+ * Anything else returns None ("not sure: use llhttp"): the head not complete within data[pos:pos+limit], a method
+ * outside the table below (CONNECT is not in it), a request-target not starting with "/" or holding a byte outside
+ * 0x21-0x7E, not exactly one SP around it, a version other than HTTP/1.0 and 1.1, a status below 200, a byte of a
+ * reason phrase or header value that is a control (other than HTAB) or DEL, a header name that is not a token or
+ * is followed by anything but ":", a bare CR or LF, an obs-fold, Transfer-Encoding, Upgrade, more than one
+ * Content-Length or one that is not 1-18 digits.  Everything accepted is parsed the same by llhttp (as hdrlog sets
+ * it up: lenient headers and keep-alive); tests/test_h1fast.py checks that against httptools.
+ *
+ * Every read is bounds-checked against the end of the buffer (or pos + limit): no byte beyond is ever looked at.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* byte classes */
+#define C_TOKEN 1  /* tchar (RFC 9110): header name and method bytes */
+#define C_VALUE 2  /* HTAB, SP, VCHAR, obs-text: header value and reason phrase bytes */
+#define C_URL 4    /* 0x21-0x7E: request-target bytes */
+
+static unsigned char cls[256];
+
+static void init_classes(void) {
+    const char *tspecial = "!#$%&'*+-.^_`|~";
+    for (int c = 0; c < 256; c++) {
+        unsigned char k = 0;
+        if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+            (c != 0 && strchr(tspecial, c) != NULL))
+            k |= C_TOKEN;
+        if (c == '\t' || (c >= 0x20 && c != 0x7f))
+            k |= C_VALUE;
+        if (c >= 0x21 && c <= 0x7e)
+            k |= C_URL;
+        cls[c] = k;
+    }
+}
+
+/* methods llhttp's request parser accepts with HTTP/1.x, CONNECT excepted (it switches protocols) */
+static const char *const method_names[] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "COPY", "LOCK", "MKCOL", "MOVE",
+    "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND", "ACL", "REPORT", "MKACTIVITY",
+    "CHECKOUT", "MERGE", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE", "MKCALENDAR", "LINK", "UNLINK", "SOURCE",
+    "QUERY", NULL,
+};
+#define N_METHODS (sizeof(method_names) / sizeof(method_names[0]) - 1)
+static PyObject *method_str[N_METHODS];
+static Py_ssize_t method_len[N_METHODS];
+
+/* Short ASCII strings seen often (header names, reason phrases) -> one str object each: a bounded, direct-mapped
+ * memo (a colliding spelling replaces the slot). Saves the allocation, and dict lookups downstream find the str's
+ * hash already computed. */
+#define MEMO_SLOTS 1024
+#define MEMO_MAXLEN 48
+static PyObject *memo[MEMO_SLOTS];
+
+static PyObject *memo_str(const unsigned char *s, Py_ssize_t n) {
+    if (n == 0 || n > MEMO_MAXLEN) {
+        PyObject *u = PyUnicode_New(n, 127);
+        if (u != NULL && n)
+            memcpy(PyUnicode_1BYTE_DATA(u), s, (size_t)n);
+        return u;
+    }
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 16777619u;
+    PyObject **slot = &memo[(h ^ (h >> 16)) & (MEMO_SLOTS - 1)];
+    PyObject *u = *slot;
+    if (u != NULL && PyUnicode_GET_LENGTH(u) == n && memcmp(PyUnicode_1BYTE_DATA(u), s, (size_t)n) == 0) {
+        Py_INCREF(u);
+        return u;
+    }
+    u = PyUnicode_New(n, 127);
+    if (u == NULL)
+        return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(u), s, (size_t)n);
+    Py_INCREF(u);
+    Py_XSETREF(*slot, u);
+    return u;
+}
+
+/* bytes -> str as hdrlog.http1 decodes them: ASCII copied, anything else through the UTF-8 codec */
+static PyObject *decode(const unsigned char *s, Py_ssize_t n, int ascii) {
+    if (ascii) {
+        PyObject *u = PyUnicode_New(n, 127);
+        if (u != NULL && n)
+            memcpy(PyUnicode_1BYTE_DATA(u), s, (size_t)n);
+        return u;
+    }
+    return PyUnicode_DecodeUTF8((const char *)s, n, "backslashreplace");
+}
+
+/* name (a token, so ASCII) equals the lower-case ASCII word w, case-insensitively */
+static int name_is(const unsigned char *s, Py_ssize_t n, const char *w, Py_ssize_t wn) {
+    if (n != wn)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((unsigned char)(s[i] | 0x20) != (unsigned char)w[i])
+            return 0;
+    return 1;
+}
+
+/* "HTTP/1.x" at s (8 bytes available): the minor version 0 or 1, else -1 */
+static int version_at(const unsigned char *s) {
+    if (memcmp(s, "HTTP/1.", 7) != 0)
+        return -1;
+    if (s[7] == '0')
+        return 0;
+    if (s[7] == '1')
+        return 1;
+    return -1;
+}
+
+/* The parse proper. On success: *out (a new 7-tuple); returns 1. Not sure: returns 0. Error (memory): -1. */
+static int parse(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int request, Py_ssize_t limit,
+                 PyObject **out) {
+    Py_ssize_t lim = (limit < len - pos) ? pos + limit : len;
+    Py_ssize_t i = pos, j;
+    int minor;
+    PyObject *first = NULL, *second = NULL, *headers = NULL, *host = NULL, *res = NULL;
+    long long clen = -1;
+
+    if (request) {
+        j = i;
+        while (j < lim && j - i <= 16 && (cls[buf[j]] & C_TOKEN))
+            j++;
+        if (j >= lim || buf[j] != ' ')
+            return 0;
+        for (size_t k = 0; k < N_METHODS; k++) {
+            if (method_len[k] == j - i && memcmp(method_names[k], buf + i, (size_t)(j - i)) == 0) {
+                first = method_str[k];
+                break;
+            }
+        }
+        if (first == NULL)
+            return 0;
+        i = j + 1;
+        if (i >= lim || buf[i] != '/')
+            return 0;
+        j = i;
+        while (j < lim && (cls[buf[j]] & C_URL))
+            j++;
+        /* j: the SP after the target; then "HTTP/1.x\r\n" */
+        if (j >= lim || buf[j] != ' ' || lim - (j + 1) < 10)
+            return 0;
+        minor = version_at(buf + j + 1);
+        if (minor < 0 || buf[j + 9] != '\r' || buf[j + 10] != '\n')
+            return 0;
+        Py_INCREF(first);
+        second = decode(buf + i, j - i, 1);
+        if (second == NULL)
+            goto error;
+        i = j + 11;
+    } else {
+        /* "HTTP/1.x SP DDD" then SP reason CRLF, or CRLF */
+        if (lim - i < 14)
+            return 0;
+        minor = version_at(buf + i);
+        if (minor < 0 || buf[i + 8] != ' ')
+            return 0;
+        const unsigned char *d = buf + i + 9;
+        if (d[0] < '2' || d[0] > '9' || d[1] < '0' || d[1] > '9' || d[2] < '0' || d[2] > '9')
+            return 0;
+        int status = (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
+        i += 12;
+        Py_ssize_t rs = i, re;
+        int ascii = 1;
+        if (buf[i] == ' ') {
+            rs = ++i;
+            while (i < lim && (cls[buf[i]] & C_VALUE)) {
+                ascii &= buf[i] < 0x80;
+                i++;
+            }
+        }
+        re = i;
+        if (lim - i < 2 || buf[i] != '\r' || buf[i + 1] != '\n')
+            return 0;
+        i += 2;
+        first = PyLong_FromLong(status);
+        if (first == NULL)
+            return -1;
+        second = ascii ? memo_str(buf + rs, re - rs) : decode(buf + rs, re - rs, 0);
+        if (second == NULL)
+            goto error;
+    }
+
+    headers = PyList_New(0);
+    if (headers == NULL)
+        goto error;
+    for (;;) {
+        if (i >= lim)
+            goto notsure;
+        if (buf[i] == '\r') {  /* the blank line */
+            if (i + 1 >= lim || buf[i + 1] != '\n')
+                goto notsure;
+            i += 2;
+            break;
+        }
+        Py_ssize_t ns = i;
+        while (i < lim && (cls[buf[i]] & C_TOKEN))
+            i++;
+        if (i == ns || i >= lim || buf[i] != ':')
+            goto notsure;
+        Py_ssize_t ne = i++;
+        while (i < lim && (buf[i] == ' ' || buf[i] == '\t'))
+            i++;
+        Py_ssize_t vs = i;
+        int ascii = 1;
+        while (i < lim && (cls[buf[i]] & C_VALUE)) {
+            ascii &= buf[i] < 0x80;
+            i++;
+        }
+        Py_ssize_t ve = i;
+        if (lim - i < 2 || buf[i] != '\r' || buf[i + 1] != '\n')
+            goto notsure;
+        i += 2;
+
+        const unsigned char *nm = buf + ns;
+        Py_ssize_t nl = ne - ns;
+        int is_host = 0;
+        switch (nl) {
+        case 4:
+            is_host = request && host == NULL && name_is(nm, nl, "host", 4);
+            break;
+        case 7:
+            if (name_is(nm, nl, "upgrade", 7))
+                goto notsure;
+            break;
+        case 14:
+            if (name_is(nm, nl, "content-length", 14)) {
+                if (clen >= 0 || ve == vs || ve - vs > 18)
+                    goto notsure;
+                clen = 0;
+                for (Py_ssize_t k = vs; k < ve; k++) {
+                    if (buf[k] < '0' || buf[k] > '9')
+                        goto notsure;
+                    clen = clen * 10 + (buf[k] - '0');
+                }
+            }
+            break;
+        case 17:
+            if (name_is(nm, nl, "transfer-encoding", 17))
+                goto notsure;
+            break;
+        }
+        PyObject *name = memo_str(nm, nl);
+        if (name == NULL)
+            goto error;
+        PyObject *value = decode(buf + vs, ve - vs, ascii);
+        if (value == NULL) {
+            Py_DECREF(name);
+            goto error;
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(name);
+            Py_DECREF(value);
+            goto error;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        if (is_host)
+            host = value;  /* borrowed from the pair, which the list keeps */
+        int rc = PyList_Append(headers, pair);
+        Py_DECREF(pair);
+        if (rc < 0)
+            goto error;
+    }
+
+    res = PyTuple_New(7);
+    if (res == NULL)
+        goto error;
+    PyObject *o_end = PyLong_FromSsize_t(i), *o_cl = PyLong_FromLongLong(clen), *o_minor = PyLong_FromLong(minor);
+    if (o_end == NULL || o_cl == NULL || o_minor == NULL) {
+        Py_XDECREF(o_end);
+        Py_XDECREF(o_cl);
+        Py_XDECREF(o_minor);
+        Py_DECREF(res);
+        goto error;
+    }
+    if (host == NULL)
+        host = Py_None;
+    Py_INCREF(host);
+    PyTuple_SET_ITEM(res, 0, o_end);
+    PyTuple_SET_ITEM(res, 1, first);
+    PyTuple_SET_ITEM(res, 2, second);
+    PyTuple_SET_ITEM(res, 3, headers);
+    PyTuple_SET_ITEM(res, 4, o_cl);
+    PyTuple_SET_ITEM(res, 5, host);
+    PyTuple_SET_ITEM(res, 6, o_minor);
+    *out = res;
+    return 1;
+
+notsure:
+    Py_XDECREF(first);
+    Py_XDECREF(second);
+    Py_XDECREF(headers);
+    return 0;
+error:
+    Py_XDECREF(first);
+    Py_XDECREF(second);
+    Py_XDECREF(headers);
+    return -1;
+}
+
+static PyObject *parse_head(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "parse_head(data, pos, request, limit) takes 4 arguments");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    int request = PyObject_IsTrue(args[2]);
+    if (request < 0)
+        return NULL;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[3]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (limit < 0) {
+        PyErr_SetString(PyExc_ValueError, "limit must be >= 0");
+        return NULL;
+    }
+    PyObject *data = args[0], *out = NULL;
+    Py_buffer view;
+    const unsigned char *buf;
+    Py_ssize_t len;
+    int have_view = 0;
+    if (PyBytes_CheckExact(data)) {
+        buf = (const unsigned char *)PyBytes_AS_STRING(data);
+        len = PyBytes_GET_SIZE(data);
+    } else {
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+            return NULL;
+        have_view = 1;
+        buf = (const unsigned char *)view.buf;
+        len = view.len;
+    }
+    int rc = 0;
+    if (pos < 0 || pos > len)
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+    else if (pos < len)
+        rc = parse(buf, len, pos, request, limit, &out);
+    if (have_view)
+        PyBuffer_Release(&view);
+    if (PyErr_Occurred())
+        return NULL;
+    if (rc == 1)
+        return out;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
+     "parse_head(data, pos, request, limit) -> (end, method|status, target|reason, headers, content_length, "
+     "host, minor) or None (not sure: use llhttp). See the module source for the grammar."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_h1fast", "One HTTP/1.x message head parsed in one call (hdrlog.http1's fast path).",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__h1fast(void) {
+    init_classes();
+    for (size_t k = 0; k < N_METHODS; k++) {
+        if (method_str[k] == NULL) {
+            method_str[k] = PyUnicode_InternFromString(method_names[k]);
+            if (method_str[k] == NULL)
+                return NULL;
+        }
+        method_len[k] = (Py_ssize_t)strlen(method_names[k]);
+    }
+    return PyModule_Create(&module);
+}
