@@ -18,10 +18,12 @@ from hdrlog import http1
 from hdrlog.http1 import Http1Parser
 from hdrlog.model import HttpMessage
 
-@pytest.fixture(autouse=True)
-def _debug(monkeypatch):
+@pytest.fixture(autouse=True, params=["fast", "llhttp"])
+def _debug(request, monkeypatch):
     # Http1Parser swallows internal errors in production; here they must surface
     monkeypatch.setattr(Http1Parser, "debug", True)
+    # every test runs with the C fast path (http1_fast; tests/test_h1fast.py checks it is built) and without it
+    monkeypatch.setattr(Http1Parser, "fast", request.param == "fast" and Http1Parser.fast)
 
 
 NEXT_REQ = b"GET /next?x=1 HTTP/1.1\r\nHost: next.example\r\n\r\n"

@@ -114,6 +114,17 @@ def _deps(r: Report) -> bool:
     return True
 
 
+def _fast_path(r: Report) -> None:
+    from hdrlog import http1_fast
+
+    if http1_fast.parse_head is None:
+        r.add("machine", "HTTP/1 fast path", "warn", "the C extension hdrlog._h1fast is missing "
+              f"({http1_fast.IMPORT_ERROR}): HTTP/1 heads are parsed by llhttp alone, which costs more CPU per message",
+              "build it: make setup in hdrlog's source tree (needs gcc and python3-dev), or pip install -e . there")
+    else:
+        r.add("machine", "HTTP/1 fast path", "ok", "the C extension hdrlog._h1fast is loaded")
+
+
 def _tracefs(r: Report) -> bool:
     c = preflight.check_tracefs(mount=False)
     if c.ok:
@@ -216,6 +227,7 @@ def _compile(r: Report) -> None:
 def machine_checks(r: Report, compile_probes: bool = True) -> bool:
     """Adds the machine's checks; True when attaching can work."""
     deps = _deps(r)
+    _fast_path(r)
     priv = r.check("machine", preflight.check_privileges()).status == "ok"
     tfs = _tracefs(r)
     up = r.check("machine", preflight.check_uprobes()).status == "ok"

@@ -20,16 +20,11 @@ fed in *segments* split at every place where a message could start (a cheap ``by
 llhttp is a streaming parser, so splitting never changes the result; when llhttp fails, the failure
 lies inside the current segment and parsing resumes from the next plausible start after it.
 
-Why llhttp and not a header-block fast path in Python (split at ``\r\n\r\n``, lines and names with
-bytes/str methods): measured on the 221-byte, 6-header request of the keep-alive fixture, llhttp with
-these callbacks takes ~1.0 µs and decoding its fields ~0.6 µs, where splitting and decoding in Python
-takes ~1.6 µs before any validation, and ~2.2-2.6 µs with the name/CRLF checks needed to reject what
-llhttp rejects (a regex over the names or the block).  Bodies are skipped inside llhttp (no on_body
-callback), never copied into Python.
-
-Timing (``python -m hdrlog.http1``: 10k messages fed whole, CPython 3.11, httptools 0.9): a typical
-286-byte request with 8 headers costs about 3.2 µs per message end to end (httptools with trivial
-callbacks alone: about 1.1 µs); a 150-byte response header with a 2 KiB body about 3.0 µs.
+The fast path (``http1_fast``, C in ``_h1fast.c``): where a whole head is in the chunk, in a strict grammar, at
+a place where the outcome is provably llhttp's, it is parsed in one C call instead of llhttp's callbacks (a
+header-block splitter in Python was measured no faster than llhttp: ~1.6 µs before validation, 2.2-2.6 µs with
+the checks, for a 221-byte request that llhttp and its callbacks parse in ~1.6 µs). Bodies are skipped by
+length, never copied into Python.  Timing: ``python -m hdrlog.http1_fast``.
 """
 
 from __future__ import annotations
@@ -41,6 +36,7 @@ import httptools
 from httptools import HttpParserError, HttpParserUpgrade
 
 from .http1_body import BodyCapture, is_final
+from .http1_fast import FastHeads, parse_head
 from .http1_scan import DETECT_LIMIT, RESYNC_KEEP, Resync, header_end, segments
 from .model import HttpMessage
 
@@ -74,7 +70,7 @@ def _dec(b: bytes) -> str:
     return b.decode("utf-8", "backslashreplace")
 
 
-class Http1Parser(BodyCapture, Resync):
+class Http1Parser(BodyCapture, Resync, FastHeads):
     """HTTP/1.x header blocks of one direction of one connection.
 
     ``response_to()`` is asked, when a response starts, for the method of the request it answers
@@ -103,11 +99,13 @@ class Http1Parser(BodyCapture, Resync):
         "_response_to", "_rt_skip", "_p", "_buf", "_bpos", "_tentative", "_skip_body",
         "_out", "_ts", "_finals", "_in_msg", "_in_hdrs", "_began", "_url", "_status", "_hdrs",
         "_hdr_bytes", "_tail", "_method", "_stop", "_last",
-        "_body", "_sink", "_held", "_bmode", "_brem", "_cstate", "_cline", "_side", "_stale",
+        "_body", "_sink", "_held", "_bmode", "_brem", "_cstate", "_cline", "_side", "_stale", "_fskip",
     )  # fmt: skip
 
     #: re-raise internal errors instead of counting them (tests set this; never in production)
     debug = False
+    #: use the C fast path where it applies (http1_fast; tests compare with and without it)
+    fast = parse_head is not None
 
     def __init__(self, *, response_to: Callable[..., str | None] = lambda: None, body: Callable | None = None,
                  takes_skip: bool | None = None):
@@ -147,6 +145,7 @@ class Http1Parser(BodyCapture, Resync):
         self._cline = b""  # chunked: partial size/trailer line
         self._stale = False  # llhttp's status code is the previous message's (see _truncate)
         self._side = 0  # Content-Length body sliced beside llhttp (http1_body.BodyCapture._side_*): 0 = none
+        self._fskip = 0  # body bytes of a message the fast path took, still to come (http1_fast)
 
     # ------------------------------------------------------------------ public API
 
@@ -197,7 +196,7 @@ class Http1Parser(BodyCapture, Resync):
     def trim(self) -> None:
         """Between messages, free the llhttp parser (~400 bytes; made again, ~0.3 µs, by the next message):
         the tracker calls this for connections idle a while, which is what most tracked connections are."""
-        if self.state == "http" and not self._in_msg:
+        if self.state == "http" and not self._in_msg and not self._fskip:
             self._p = None
 
     def gap(self, nbytes: int, ts_ns: int) -> list[HttpMessage]:
@@ -209,6 +208,8 @@ class Http1Parser(BodyCapture, Resync):
         self.gaps += 1
         try:
             st = self.state
+            if st == "http":
+                self._fskip = 0  # as llhttp in the body: the side capture's gap rule, else a resync
             if st == "http" and self._side:
                 self._side_gap(nbytes)
             elif st == "http":
@@ -251,7 +252,7 @@ class Http1Parser(BodyCapture, Resync):
             self.errors += 1
         self._p = None
         self._in_msg = self._in_hdrs = False
-        self._side = 0
+        self._side = self._fskip = 0
         self._buf = b""
         self._hdrs = _NO_HDRS
         self._out = _NO_OUT
@@ -261,6 +262,8 @@ class Http1Parser(BodyCapture, Resync):
 
     def on_message_begin(self) -> None:
         if self._side:  # a side-captured body is not handed over yet: stop here (see _failed)
+            if self._side < 0:  # _new_parser primes a parser: not a message
+                return
             self._stop = "side"
             raise _Stop
         self._in_msg = True
@@ -292,6 +295,8 @@ class Http1Parser(BodyCapture, Resync):
                 self._hdrs.append((_dec(name), _dec(value)))
 
     def on_headers_complete(self) -> None:
+        if self._side < 0:  # priming (_new_parser)
+            return
         self._in_hdrs = False
         msg = self._message(False)
         if self._body is not None and self._want_body(msg):
@@ -353,7 +358,9 @@ class Http1Parser(BodyCapture, Resync):
         self._last = msg
         return msg
 
-    def _new_parser(self):
+    def _new_parser(self, prime: bytes | None = None):
+        """A new llhttp parser; ``prime``: it replaces one that would have parsed a fast message (http1_fast.FastHeads:
+        _p is then a bytes object), to be fed first (a request of that message's version) without callbacks."""
         cls = httptools.HttpRequestParser if self.kind == "request" else httptools.HttpResponseParser
         p = cls(self)
         # Observer, not server: show NUL/control bytes in header values instead of dropping the
@@ -361,7 +368,17 @@ class Http1Parser(BodyCapture, Resync):
         p.set_dangerous_leniencies(lenient_headers=True, lenient_keep_alive=True)
         self._in_msg = self._in_hdrs = False
         self._stop = None
-        self._stale = False
+        if prime:
+            # llhttp keeps the version of the request it parsed last until it parses the next one's (a request cut
+            # inside "HTTP/1.1" reports it)
+            side, self._side = self._side, -1
+            try:
+                p.feed_data(prime)
+            finally:
+                self._side = side
+            self._url = b""
+        # and the status code of the response it parsed last until a new one is parsed (see _truncate)
+        self._stale = prime is not None
         return p
 
     def _run(self, data: bytes, pos: int):
@@ -369,9 +386,12 @@ class Http1Parser(BodyCapture, Resync):
         n = len(data)
         if pos >= n:
             return None
-        p = self._p
-        if p is None:
-            p = self._p = self._new_parser()
+        if self._fskip:  # the body of a message the fast path took goes on
+            r = self._fast_body(data, pos)
+            if r is None:
+                return None
+            a, q, cands, ci = r
+            return self._segments(data, a, q, cands, ci, False)
         if self._side:  # the held message's body goes on in this chunk
             e = self._side_take(data, pos)
             # ending here, it is a segment of its own: segments() takes its start for a message start
@@ -383,41 +403,56 @@ class Http1Parser(BodyCapture, Resync):
                 cands = segments(data, pos, self.kind)
         else:
             cands = segments(data, pos, self.kind)
-        if not cands and pos == 0:  # one segment: the common case
-            self._began = False
-            hdr_before = self._in_hdrs
-            try:
-                p.feed_data(data)
-            except HttpParserUpgrade as e:
-                return self._upgraded(data, e.args[0] if e.args else n)
-            except HttpParserError as e:
-                return self._failed(data, 0, n, hdr_before, e)
-            if self._side:
-                self._side_run(data, 0, n, hdr_before)
-            if self._in_hdrs:
-                return self._partial_headers(data, 0, n, hdr_before)
-            return None
-        mv = memoryview(data)
-        ci = 0
+        return self._segments(data, pos, pos, cands, 0, False)
+
+    def _segments(self, data: bytes, a: int, q: int, cands, ci: int, began: bool):
+        """Feed llhttp data[q:] segment by segment: [a, cands[ci]), [cands[ci], cands[ci + 1]) ... the last one
+        ending at len(data). q > a: llhttp goes on inside the segment begun at a (after a message the fast path
+        took or skipped), which is where a failure is located; ``began``: a message began in data[a:q]. At a
+        segment start with llhttp between messages the fast path is tried first."""
+        n = len(data)
         nc = len(cands)
-        while pos < n:
+        mv = None
+        fast = self.fast
+        while q < n:
             end = cands[ci] if ci < nc else n
-            ci += 1
-            self._began = False
+            if q == a and fast and not self._in_msg and not self._side:
+                r = self._fast(data, q, end)
+                if r.__class__ is not int:
+                    return r
+                if r >= 0:  # a message ended at r: llhttp would go on from there, in the segment holding r
+                    q = r
+                    began = True
+                    while ci < nc and cands[ci] <= r:
+                        a = cands[ci]
+                        ci += 1
+                        began = False
+                    continue
+            p = self._p
+            if p is None or p.__class__ is bytes:  # bytes: after a fast message (_new_parser)
+                p = self._p = self._new_parser(p)
+            self._began = began
             hdr_before = self._in_hdrs
             try:
-                p.feed_data(mv[pos:end])
+                if q == 0 and end == n:  # one segment: the common case
+                    p.feed_data(data)
+                else:
+                    if mv is None:
+                        mv = memoryview(data)
+                    p.feed_data(mv[q:end])
             except HttpParserUpgrade as e:
-                return self._upgraded(data, pos + (e.args[0] if e.args else end - pos))
+                return self._upgraded(data, q + (e.args[0] if e.args else end - q))
             except HttpParserError as e:
-                return self._failed(data, pos, end, hdr_before, e)
+                return self._failed(data, a, end, hdr_before, e)
             if self._side:
-                self._side_run(data, pos, end, hdr_before)
+                self._side_run(data, a, end, hdr_before)
             if self._in_hdrs:
-                r = self._partial_headers(data, pos, end, hdr_before)
+                r = self._partial_headers(data, a, end, hdr_before)
                 if r is not None:
                     return r
-            pos = end
+            a = q = end
+            ci += 1
+            began = False
         return None
 
     def _partial_headers(self, data: bytes, pos: int, end: int, hdr_before: bool):
@@ -501,7 +536,7 @@ class Http1Parser(BodyCapture, Resync):
         return data, off
 
     def _to_resync(self):
-        self._side = 0
+        self._side = self._fskip = 0
         if self._held is not None:
             self._release(False)
         self.state = "resync"
@@ -543,34 +578,3 @@ class Http1Parser(BodyCapture, Resync):
             self._buf = b""
         else:
             self._to_resync()
-
-
-def _bench(n: int = 10000) -> None:  # pragma: no cover - manual timing check
-    import time
-
-    req = (
-        b"GET /api/v1/items?id=12345&sort=desc HTTP/1.1\r\nHost: api.example.com\r\n"
-        b"User-Agent: curl/8.5.0\r\nAccept: application/json\r\n"
-        b"Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abc.def\r\n"
-        b"X-Request-Id: 7f3c9a2e-1b4d-4c8e-9f0a-123456789abc\r\n"
-        b"Accept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\n\r\n"
-    )
-    resp = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2048\r\n"
-        b"Date: Sat, 22 Nov 2025 00:00:00 GMT\r\nServer: nginx\r\n"
-        b"Cache-Control: no-store\r\n\r\n" + b"x" * 2048
-    )
-    for name, blob, rt in (("request", req, lambda: None), ("response", resp, lambda: "GET")):
-        p = Http1Parser(response_to=rt)
-        p.feed(blob, 0)
-        t = time.perf_counter()
-        got = 0
-        for i in range(n):
-            got += len(p.feed(blob, i))
-        dt = time.perf_counter() - t
-        assert got == n, (got, p.state)
-        print(f"{name}: {len(blob)} bytes, {dt / n * 1e6:.2f} us/message")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _bench()
