@@ -30,6 +30,23 @@ def test_latency_rounded_to_3_decimals():
     assert p.on_message(rs(ts=1_234_567), "out").latency_ms == 1.235
 
 
+def test_latency_from_integers_is_round_exactly():
+    """The latency is computed from whole microseconds, not round(d / 1e6, 3): it must be that value to the
+    bit, sign of zero included, for ties (...500 ns), clock steps backwards and huge differences."""
+    import random
+
+    rng = random.Random(3)
+    ds = [0, 1, 499, 500, 501, 1500, 2500, 999_500, -1, -100, -2500, (1 << 40) - 500, 1 << 40, 10**15 + 500]
+    ds += [rng.choice([rng.randrange(10**4), rng.randrange(10**9), rng.randrange(1 << 41),
+                       rng.randrange(10**6) * 1000 + 500, -rng.randrange(10**6)]) for _ in range(20000)]
+    for d in ds:
+        p = Pairer()
+        p.on_message(rq(ts=10**18), "in")
+        got = p.on_message(rs(ts=10**18 + d), "out").latency_ms
+        want = round(d / 1e6, 3)
+        assert got == want and repr(got) == repr(want), d
+
+
 def test_pipelined_requests_pair_in_order():
     p = Pairer()
     reqs = [p.on_message(rq(path=f"/{i}", ts=i), "in") for i in range(5)]

@@ -23,6 +23,7 @@ from .model import HttpMessage
 __all__ = ["Pairer", "MAX_PENDING"]
 
 MAX_PENDING = 256  # requests waiting for a response, per direction
+_EXACT_NS = 1 << 40  # below it (~18 min) the float d / 1e6 is never near enough a rounding tie to round otherwise
 _OPPOSITE = {"in": "out", "out": "in"}
 _IDX = {"in": 0, "out": 1}
 
@@ -79,7 +80,15 @@ class Pairer:
             req = q.pop(0)
             self._stale[src] = stale - 1 if stale else 0
         msg.request = req
-        msg.latency_ms = round((msg.ts_ns - req.ts_ns) / 1e6, 3)
+        d = msg.ts_ns - req.ts_ns
+        if 0 <= d < _EXACT_NS:
+            # round(d / 1e6, 3) from integers: whole microseconds, rounded to nearest (0.17 µs where round()
+            # with ndigits costs 0.31); a tie (…500 ns: the float d / 1e6 decides which way round() goes) and
+            # negative or huge differences take round() itself
+            us, ns = divmod(d, 1000)
+            msg.latency_ms = (us + (ns > 500)) / 1000 if ns != 500 else round(d / 1e6, 3)
+        else:
+            msg.latency_ms = round(d / 1e6, 3)
         return msg
 
     def response_to(self, direction: str, skip: int = 0) -> str | None:
