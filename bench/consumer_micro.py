@@ -231,7 +231,8 @@ def main() -> int:
             gc.collect()
             times[s].append(run_stage(s, pre, raws, wall) / msgs * 1e6)
     load1 = os.getloadavg()
-    print(f"consumer_micro{' --varied' if a.varied else ''}: {a.reps} exchanges = {msgs} messages ({len(raws)} events) per run, {a.rounds} rounds, "
+    mode = " --varied" if a.varied else ""
+    print(f"consumer_micro{mode}: {a.reps} exchanges = {msgs} messages ({len(raws)} events) per run, {a.rounds} rounds, "
           f"CPU µs per message (median, min–max); loadavg {load0[0]:.2f} -> {load1[0]:.2f}")
     prev = None
     for s in stages:
@@ -256,7 +257,8 @@ def ab(base: dict, stages: list[str], a, pre, raws, wall, msgs) -> int:
                 gc.collect()
                 times[(s, t)].append(run_stage(s, pre, raws, wall, trees[t]) / msgs * 1e6)
     load1 = os.getloadavg()
-    print(f"consumer_micro{' --varied' if a.varied else ''} A/B in one process: {a.ab} vs this tree, {msgs} messages per run, {a.rounds} rounds, CPU µs "
+    mode = " --varied" if a.varied else ""
+    print(f"consumer_micro{mode} A/B in one process: {a.ab} vs this tree, {msgs} messages per run, {a.rounds} rounds, CPU µs "
           f"per message (median, min); loadavg {load0[0]:.2f} -> {load1[0]:.2f}")
     for s in stages:
         b, n = times[(s, "base")], times[(s, "this")]
