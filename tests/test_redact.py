@@ -272,3 +272,50 @@ def test_explicit_key_does_not_touch_files(tmp_path, monkeypatch, fresh_key_stat
     monkeypatch.setenv("HDRLOG_KEY_FILE", str(tmp_path / "k" / "redact.key"))
     assert Redactor(key=KEY).value("v") == mark("v")
     assert not os.path.exists(tmp_path / "k")
+
+
+def _reference_authorization(r: Redactor, v: str) -> str:
+    """Redactor._authorization before its fast path for "<Scheme> <credentials>" (the regex way, kept here)."""
+    parts = redact._WORD_SPLIT.split(v.lstrip(), maxsplit=1)
+    if len(parts) == 3 and parts[2] and redact._SCHEME.fullmatch(parts[0]):
+        lead = v[: len(v) - len(v.lstrip())]
+        return f"{lead}{parts[0]}{parts[1]}{r.value(parts[2])}"
+    return r.value(v)
+
+
+def _reference_path(r: Redactor, path: str) -> str:
+    """Redactor.path before "&"-only queries were split with str.split (the regex way, kept here)."""
+    q = path.find("?")
+    if q < 0:
+        return path
+    h = path.find("#", q)
+    query = path[q + 1 : h] if h >= 0 else path[q + 1 :]
+    if not query:
+        return path
+    parts = redact._PARAM_SPLIT.split(query)
+    for i in range(0, len(parts), 2):
+        item = parts[i]
+        eq = item.find("=")
+        if eq >= 0 and eq + 1 < len(item) and r._secret_param(item[:eq]):
+            parts[i] = item[: eq + 1] + r.value(item[eq + 1 :])
+    return path[: q + 1] + "".join(parts) + (path[h:] if h >= 0 else "")
+
+
+def test_fast_paths_equal_the_regex_ways():
+    """Authorization values and query strings built from pieces that trip each condition of the fast paths
+    (scheme length and alphabet, whitespace runs of any kind, ';' separators, empty items and values)."""
+    import random
+
+    rng = random.Random(5)
+    r = Redactor(key=KEY)
+    bits = ["Bearer", "Basic", "B", "x" * 20, "y" * 21, "AWS4-HMAC-SHA256", "Négo", "b3", " ", "  ", "\t", "\u00a0",
+            "tok", "=", "a=b", ""]
+    for _ in range(20000):
+        v = "".join(rng.choice(bits) for _ in range(rng.randrange(1, 5)))
+        assert r._authorization(v) == _reference_authorization(r, v), repr(v)
+    items = ["token=s3", "id=1", "x", "", "=v", "k=", "api_key=z", "a%5Fb=1", "sig=", "page=2", "TOKEN=Q"]
+    for _ in range(20000):
+        seps = [rng.choice("&&&;") for _ in range(4)]
+        query = "".join(rng.choice(items) + seps[i] for i in range(rng.randrange(0, 4))) + rng.choice(items)
+        path = "/p?" + query + rng.choice(["", "#frag", "#x?token=1"])
+        assert r.path(path) == _reference_path(r, path), path

@@ -341,9 +341,12 @@ class Redactor:
         query = path[q + 1 : h] if h >= 0 else path[q + 1 :]
         if not query:
             return path
-        parts = _PARAM_SPLIT.split(query)
+        if ";" in query:  # separators kept between the items
+            parts, step, sep = _PARAM_SPLIT.split(query), 2, ""
+        else:  # "&" only (nearly always): str.split, no regex
+            parts, step, sep = query.split("&"), 1, "&"
         changed = False
-        for i in range(0, len(parts), 2):
+        for i in range(0, len(parts), step):
             item = parts[i]
             eq = item.find("=")
             if eq < 0 or eq + 1 == len(item):
@@ -354,7 +357,7 @@ class Redactor:
         if not changed:
             return path
         rest = path[h:] if h >= 0 else ""
-        return path[: q + 1] + "".join(parts) + rest
+        return path[: q + 1] + sep.join(parts) + rest
 
     # ------------------------------------------------------------------ internals
 
@@ -379,6 +382,11 @@ class Redactor:
 
     def _authorization(self, v: str) -> str:
         # "<scheme> <credentials>": keep the scheme word and the whitespace after it
+        sp = v.find(" ")
+        if 1 < sp <= 20:  # the usual "Bearer xyz" without a regex: what the general case below gives for it
+            scheme = v[:sp]
+            if scheme.isascii() and scheme.isalpha() and sp + 1 < len(v) and not v[sp + 1].isspace():
+                return f"{scheme} {self.value(v[sp + 1:])}"
         parts = _WORD_SPLIT.split(v.lstrip(), maxsplit=1)
         if len(parts) == 3 and parts[2] and _SCHEME.fullmatch(parts[0]):
             lead = v[: len(v) - len(v.lstrip())]
