@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import hashlib
+import os
 
 import pytest
 
@@ -96,3 +97,20 @@ def test_a_failed_namespace_step_falls_back_to_bccs_own_pass(monkeypatch):
     bpf = bcccompile.compile(lambda: BPF(text=b"int f(void *ctx) { return 0; }"))
     bpf.cleanup()
     assert bcccompile.last_mode == "plain (unshare(CLONE_NEWNS): Operation not permitted)"
+
+
+def test_the_subset_is_read_once_per_boot_and_kept_privately(monkeypatch, tmp_path):
+    fake = tmp_path / "kallsyms"
+    fake.write_bytes(KALLSYMS)
+    monkeypatch.setattr(bcccompile, "KALLSYMS", str(fake))
+    cache = tmp_path / "run" / "hdrlog"
+    first = bcccompile.boot_subset(str(cache))
+    assert first == bcccompile.kallsyms_subset(KALLSYMS)
+    (kept,) = cache.iterdir()
+    boot = open(bcccompile.BOOT_ID).read().strip()
+    assert kept.name == f"kallsyms-{boot}-{os.geteuid()}" and kept.read_bytes() == first
+    assert cache.stat().st_mode & 0o777 == 0o700 and kept.stat().st_mode & 0o777 == 0o600
+    fake.write_bytes(b"ffffffff81000000 T other\n")  # not read again in this boot
+    assert bcccompile.boot_subset(str(cache)) == first
+    cache.chmod(0o777)  # a cache others can write to is not trusted
+    assert bcccompile.boot_subset(str(cache)) == b""

@@ -11,8 +11,12 @@ the working directory are per thread once unshared) and, there only, bind-mounts
 file holding just the real lines of those two symbols, copied verbatim from /proc/kallsyms. bcc's parser
 sees the same lines for the names it asks about, so it makes the same choice; everything else it reads
 (kernel headers, tracefs) is the same mount tree. The rest of the process never sees the bind: the
-namespace is made private before it, and it ends with the thread. Reading /proc/kallsyms ourselves costs
-~0.04 s (the kernel formatting it), not ~0.19.
+namespace is made private before it, and it ends with the thread.
+
+Reading /proc/kallsyms ourselves still costs ~0.06 s (the kernel formatting 120k lines), so the subset is
+kept for the rest of the boot in /run/hdrlog/kallsyms-<boot id>-<euid> (tmpfs: gone at reboot, when the
+addresses change; per euid because what /proc/kallsyms shows depends on the reader's privileges). The two
+symbols are core kernel functions: they cannot appear or go away while the kernel runs.
 
 Without CAP_SYS_ADMIN (CAP_BPF + CAP_PERFMON only), or if any step fails, bcc compiles as it always did.
 """
@@ -26,6 +30,8 @@ import tempfile
 import threading
 
 KALLSYMS = "/proc/kallsyms"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+CACHE_DIR = "/run/hdrlog"
 # the names bcc 0.26 resolves while compiling (and nothing else in /proc/kallsyms)
 BCC_KSYMS = (b"bpf_probe_read_kernel", b"bpf_probe_read_user")
 
@@ -66,10 +72,39 @@ def _check(rc: int, what: str) -> None:
         raise OSError(e, f"{what}: {os.strerror(e)}")
 
 
-def _hide_kallsyms(tmpdir: str) -> None:
-    """In the calling thread only: a private mount namespace in which /proc/kallsyms is the subset."""
+def boot_subset(cache_dir: str = CACHE_DIR) -> bytes:
+    """kallsyms_subset of /proc/kallsyms, read once per boot (and euid) and kept in cache_dir."""
+    try:
+        with open(BOOT_ID) as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    path = os.path.join(cache_dir, f"kallsyms-{boot}-{os.geteuid()}") if boot.replace("-", "").isalnum() else None
+    if path:
+        try:
+            st = os.stat(cache_dir)
+            if st.st_uid == os.geteuid() and not st.st_mode & 0o022:  # ours alone, or not trusted
+                with open(path, "rb") as f:
+                    return f.read()
+        except OSError:
+            pass
     with open(KALLSYMS, "rb") as f:
         subset = kallsyms_subset(f.read())
+    if path:
+        try:
+            os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".kallsyms-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(subset)
+            os.replace(tmp, path)  # whole or absent, also with two hdrlogs starting at once
+        except OSError:
+            pass
+    return subset
+
+
+def _hide_kallsyms(tmpdir: str) -> None:
+    """In the calling thread only: a private mount namespace in which /proc/kallsyms is the subset."""
+    subset = boot_subset()
     path = os.path.join(tmpdir, "kallsyms")
     with open(path, "wb") as f:
         f.write(subset)

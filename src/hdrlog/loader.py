@@ -110,7 +110,9 @@ class _OutputCapture:
 class ProbeSet:
     """One compiled BPF program, its ring buffer, and the uprobes attached for each process."""
 
-    def __init__(self, libraries: Iterable[TlsLibrary], settings: Settings | None = None):
+    def __init__(self, libraries: Iterable[TlsLibrary], settings: Settings | None = None, trim: bool = True):
+        """Compiles the probes (bcc). trim=False: the caller calls trim() when the time it takes (~0.02 s)
+        is not in anyone's way (the session: once its `attached` line is out)."""
         from bcc import BPF  # imported here: preflight explains a missing bcc before we get this far
 
         self._BPF = BPF
@@ -131,7 +133,8 @@ class ProbeSet:
             from hdrlog.preflight import explain_compile_error
 
             raise HdrlogError(explain_compile_error(cap.text or str(err))) from None
-        _trim_heap()
+        if trim:
+            self.trim()
         self.attached: dict[int, list[AttachedProbe]] = {}
         self._fds: dict[int, list[int]] = {}  # per process: the links / perf events holding its uprobes
         self.notes: list[str] = []  # what the loader changed on its own (said on stderr by the session)
@@ -139,6 +142,13 @@ class ProbeSet:
         self._noted: set[tuple[int, str]] = set()
         self._fns: dict[str, object] = {}
         self._plans: dict[tuple, list[Site]] = {}
+
+    @staticmethod
+    def trim() -> None:
+        """Give back what the compile left resident: clang's freed heap and LLVM's code pages (memtrim.py)."""
+        from hdrlog.memtrim import release_compiler_memory
+
+        release_compiler_memory()
 
     # -- processes -------------------------------------------------------------------------------
     def plan(self, library: TlsLibrary, path: str, symbols: dict) -> list[Site]:
@@ -294,11 +304,3 @@ class ProbeSet:
         if reader is not None:
             reader.close()
         self.bpf.cleanup()
-
-
-
-def _trim_heap() -> None:
-    """Give back what the compile left resident: clang's freed heap and LLVM's code pages (memtrim.py)."""
-    from hdrlog.memtrim import release_compiler_memory
-
-    release_compiler_memory()

@@ -148,7 +148,7 @@ class Session:
         libs = {REGISTRY[t.kind] for tls in found.values() for t in tls}
         settings = Settings(max_bytes=self.opts.max_bytes, ringbuf_pages=self.opts.ringbuf_pages,
                             placement=self.opts.placement)
-        self.probeset = ProbeSet(libs, settings)
+        self.probeset = ProbeSet(libs, settings, trim=False)
         try:
             self._check_interrupted()
             redactor = Redactor(show_secrets=self.opts.show_secrets, extra_names=self.opts.redact_names,
@@ -183,6 +183,7 @@ class Session:
                 parts.append(f"pid {t.pid} ({shown(t.comm)}): {tt.kind}{ver} {shown(tt.mapping.path, TEXT_LIMIT)}"
                              f"{src} [{', '.join(syms)}]")
         log("attached to " + "; ".join(parts))
+        self.probeset.trim()  # the compiler's leftover memory, given back once the line is out
         self._say_notes()  # only once attached: a failed attach says one sentence, its error
         if self.opts.verbose:
             self._log_placement()
