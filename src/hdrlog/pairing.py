@@ -35,14 +35,16 @@ class Pairer:
     a reset) and responses for which no request was pending.
     """
 
-    __slots__ = ("_q", "_stale", "_role", "unpaired", "max_pending")
+    __slots__ = ("_q", "_stale", "role", "unpaired", "max_pending")
 
     def __init__(self, *, max_pending: int = MAX_PENDING):
         # per direction ("in" = 0, "out" = 1): a plain list, not a deque: the queue is almost always 0 or 1
         # request long, and an empty deque costs ~600 bytes per connection where a list costs 56
         self._q: tuple[list[HttpMessage], list[HttpMessage]] = ([], [])
         self._stale = [0, 0]  # the first N requests of each queue predate a reset
-        self._role: str | None = None
+        #: "server" if requests arrive "in", "client" if they go "out", None before any message (an attribute, not a
+        #: property: records.http_record reads it for every record)
+        self.role: str | None = None
         self.unpaired = 0
         self.max_pending = max(1, max_pending)
 
@@ -57,11 +59,11 @@ class Pairer:
                 if self._stale[d]:
                     self._stale[d] -= 1
             q.append(msg)
-            if self._role is None:
-                self._role = "server" if direction == "in" else "client"
+            if self.role is None:
+                self.role = "server" if direction == "in" else "client"
             return msg
-        if self._role is None:
-            self._role = "server" if direction == "out" else "client"
+        if self.role is None:
+            self.role = "server" if direction == "out" else "client"
         src = 1 - _IDX[direction]
         q = self._q[src]
         if not q:
@@ -115,11 +117,6 @@ class Pairer:
         """``response_to`` callable for the Http1Parser of ``direction`` (supports ``skip``): a bound method
         (64 bytes per parser, where a closure or functools.partial costs 150-250)."""
         return self._response_to_in if direction == "in" else self._response_to_out
-
-    @property
-    def role(self) -> str | None:
-        """"server" if requests arrive "in", "client" if they go "out", None before any message."""
-        return self._role
 
     def reset(self) -> None:
         """Data was lost on this connection: mark all pending requests stale (see module doc).
