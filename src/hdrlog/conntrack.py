@@ -194,18 +194,18 @@ class Tracker:
         if ev.fd >= 0:
             self.fds.on_event(ev)  # fills ev.local/ev.peer from (pid, fd); forgets the fd on close
         kind = ev.kind
-        if kind == _DATA:
-            self._data(ev)
-        elif kind == _CLOSE:
-            c = self.conns.pop((ev.pid, ev.conn), None)
-            if c is not None:
-                self.counts["closed"] += 1
-                self._flush(c, ev)
-        elif kind in (Kind.HANDSHAKE, Kind.LINK):
-            self._conn(ev).learn(ev)
-
-    def _data(self, ev: Event) -> None:
-        c = self.conns.get((ev.pid, ev.conn))  # _conn(), inline for a known connection: one call less per event
+        if kind != _DATA:
+            if kind == _CLOSE:
+                c = self.conns.pop((ev.pid, ev.conn), None)
+                if c is not None:
+                    self.counts["closed"] += 1
+                    self._flush(c, ev)
+            elif kind in (Kind.HANDSHAKE, Kind.LINK):
+                self._conn(ev).learn(ev)
+            return
+        # a data event: handled here, not in a method of its own (one call less per event), as is the look-up of a
+        # known connection (Tracker._conn) and Conn.feed's first case below
+        c = self.conns.get((ev.pid, ev.conn))
         if c is None:
             c = self._conn(ev)
         else:
@@ -227,7 +227,7 @@ class Tracker:
         data = ev.data
         if data:
             p = c.parsers.get(direction)
-            # Conn.feed's first case inline (HTTP/1 already found on this direction): one call less per event
+            # HTTP/1 already found on this direction: straight to its parser
             msgs = p.feed(data, ev.ts_ns) if p is not None and p.state == "http" else c.feed(direction, data, ev.ts_ns)
             if msgs:
                 if c.h2 is None:
