@@ -41,7 +41,9 @@ def targets(rep: dict) -> list[dict]:
             exact, "exact" if exact else "not exact")
     a = rep.get("attach")
     if a:
-        for k, goal in (("nginx", 1.0), ("node", 2.0)):
+        from .attach import TARGETS_S
+
+        for k, goal in TARGETS_S.items():
             if k in a:
                 v = a[k]["median_s"]
                 add(f"attached latency, {k}", f"{v:.2f} s", f"≤ {goal:.0f} s", v <= goal, f"{v - goal:+.2f} s")
