@@ -38,8 +38,10 @@ class BodyCapture:
 
     __slots__ = ()
 
-    def _want_body(self, msg: HttpMessage) -> bool:
-        """Ask the body hook about ``msg``; set up the held message and its framing if it wants it."""
+    def _want_body(self, msg: HttpMessage, clen: int = -2) -> bool:
+        """Ask the body hook about ``msg``; set up the held message and its framing if it wants it. ``clen``: the
+        head is known to have no Transfer-Encoding, no Upgrade and this Content-Length (-1: none), as the fast
+        path (http1_fast) found it; else (-2) the headers are looked at."""
         method = None
         if msg.kind == "response":
             st = msg.status or 0
@@ -56,23 +58,27 @@ class BodyCapture:
             return False
         mode, length = "close" if msg.kind == "response" else None, 0
         upgrade = False
-        names = _NAMES
-        for n, v in msg.headers:
-            c = names[n]  # memoised class of the name: no lower() per header
-            if not c:
-                continue
-            if c == _TE:
-                if "chunked" in v.lower():
-                    mode = "chunked"
-                    break
-            elif c == _CL:
-                try:
-                    length = int(v.strip())
-                    mode = "length" if length > 0 else None
-                except ValueError:
-                    pass
-            else:
-                upgrade = True
+        if clen > -2:  # framing known (fast path): the headers need no second look
+            if clen >= 0:
+                mode, length = ("length" if clen > 0 else None), clen
+        else:
+            names = _NAMES
+            for n, v in msg.headers:
+                c = names[n]  # memoised class of the name: no lower() per header
+                if not c:
+                    continue
+                if c == _TE:
+                    if "chunked" in v.lower():
+                        mode = "chunked"
+                        break
+                elif c == _CL:
+                    try:
+                        length = int(v.strip())
+                        mode = "length" if length > 0 else None
+                    except ValueError:
+                        pass
+                else:
+                    upgrade = True
         if mode == "length" and not upgrade and msg.method != "CONNECT":
             mode = "side"  # llhttp frames it (see module doc); Upgrade/CONNECT: llhttp would switch protocols
         if mode is None:  # no body

@@ -76,7 +76,7 @@ class FastHeads:
         self._last = msg
         n = len(data)
         # as on_headers_complete
-        if self._body is not None and self._want_body(msg):
+        if self._body is not None and self._want_body(msg, cl):
             if self._bmode != "side":  # "close": llhttp would stop at the end of the head, state "body" goes on
                 self._p = None
                 self.state = "body"
