@@ -18,10 +18,18 @@ from hdrlog.textsafe import TEXT_LIMIT, shown
 from hdrlog.errors import HdrlogError
 from hdrlog.inflight import blocked_socket_reads
 from hdrlog.loader import ProbeSet, Settings
-from hdrlog.pipeline import EventRecorder, Pipeline
-from hdrlog.records import simple
 from hdrlog.redact import Redactor
 from hdrlog.tlslibs import REGISTRY
+
+# pipeline.py and records.py (the connection tracker, HTTP/1, HTTP/2 and MCP parsers they import: ~0.03 s)
+# are imported once the `attached` line is out: nothing before it needs them, and what the probes catch
+# meanwhile waits in the ring buffer.
+
+
+def simple(type_: str, **fields) -> dict:
+    from hdrlog.records import simple as record
+
+    return record(type_, **fields)
 
 
 @dataclass
@@ -93,6 +101,7 @@ class Session:
         self.probeset: ProbeSet | None = None
         self.pipeline: Pipeline | None = None
         self.recorder: EventRecorder | None = None
+        self._pending: list | None = None  # attach records held while start() runs (see _start_pipeline)
         self._last_drop = (0, 0)
         self.lost_events = 0
         self.exited: list[int] = []
@@ -149,27 +158,24 @@ class Session:
         settings = Settings(max_bytes=self.opts.max_bytes, ringbuf_pages=self.opts.ringbuf_pages,
                             placement=self.opts.placement)
         self.probeset = ProbeSet(libs, settings, trim=False)
+        self._pending = []  # attach records, written once the pipeline exists
         try:
             self._check_interrupted()
+            # what can fail for a user's reason (the redaction key, the --record-events file) fails before
+            # anything is attached
             redactor = Redactor(show_secrets=self.opts.show_secrets, extra_names=self.opts.redact_names,
                                 extra_patterns=self.opts.redact_patterns)
             if self.opts.record_events:
+                from hdrlog.pipeline import EventRecorder
+
                 self.recorder = EventRecorder(self.opts.record_events, {
                     "wall_offset_ns": events.WALL_OFFSET_NS, "max_bytes": self.opts.max_bytes, "libs": {}})
-            self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid, on_fork=self._on_fork,
-                                     max_bytes=self.opts.max_bytes, recorder=self.recorder,
-                                     tap=self.opts.event_tap, mcp_payloads=self.opts.mcp_payloads)
-            self.probeset.open(self.pipeline.on_raw)
             for pid, tls in found.items():
                 self._check_interrupted()
                 self._attach(pid, tls, strict=pid in self.roots)
             self._check_interrupted()
         except BaseException:
-            # nothing stays attached, and close() must not drain/summarise a session that never ran
-            ps, self.probeset = self.probeset, None
-            ps.close()
-            if self.recorder:
-                self.recorder.close()
+            self._abandon()
             raise
         parts = []
         for t in self.targets.values():
@@ -183,10 +189,38 @@ class Session:
                 parts.append(f"pid {t.pid} ({shown(t.comm)}): {tt.kind}{ver} {shown(tt.mapping.path, TEXT_LIMIT)}"
                              f"{src} [{', '.join(syms)}]")
         log("attached to " + "; ".join(parts))
+        try:
+            self._start_pipeline(redactor)
+        except BaseException:
+            self._abandon()
+            raise
         self.probeset.trim()  # the compiler's leftover memory, given back once the line is out
         self._say_notes()  # only once attached: a failed attach says one sentence, its error
         if self.opts.verbose:
             self._log_placement()
+
+    def _start_pipeline(self, redactor: Redactor) -> None:
+        """The consumer: the pipeline, the ring buffer read into it (events since the probes were attached
+        wait there), and the attach records."""
+        from hdrlog.pipeline import Pipeline
+        from hdrlog.records import rfc3339
+
+        self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid, on_fork=self._on_fork,
+                                 max_bytes=self.opts.max_bytes, recorder=self.recorder,
+                                 tap=self.opts.event_tap, mcp_payloads=self.opts.mcp_payloads)
+        self.probeset.open(self.pipeline.on_raw)
+        pending, self._pending = self._pending, None
+        for ns, fields in pending:
+            rec = simple("attach", **fields)
+            rec["ts"] = rfc3339(ns)  # when it was attached
+            self.sink.write(rec)
+
+    def _abandon(self) -> None:
+        """Start failed: nothing stays attached, and close() must not drain/summarise a session that never ran."""
+        ps, self.probeset = self.probeset, None
+        ps.close()
+        if self.recorder:
+            self.recorder.close()
 
     def _log_placement(self) -> None:
         seen = set()
@@ -230,11 +264,13 @@ class Session:
             log(f"pid {pid}: {len(blocked)} thread(s) were already blocked reading a socket; if that is a TLS "
                 f"read, the message it returns is not captured (its response is recorded with request null)")
         for t in tls:
-            self.sink.write(simple(
-                "attach", pid=pid, comm=target.comm, lib=REGISTRY[t.kind].name, kind=t.kind,
-                path=t.mapping.path, version=t.version,
-                symbols=sorted({p.symbol for p in target.probes}), blocked_socket_reads=len(blocked),
-            ))
+            fields = dict(pid=pid, comm=target.comm, lib=REGISTRY[t.kind].name, kind=t.kind, path=t.mapping.path,
+                          version=t.version, symbols=sorted({p.symbol for p in target.probes}),
+                          blocked_socket_reads=len(blocked))
+            if self._pending is not None:  # the first targets, before the pipeline runs
+                self._pending.append((time.time_ns(), fields))
+            else:
+                self.sink.write(simple("attach", **fields))
 
     def _say_notes(self) -> None:
         for note in self.probeset.notes:  # said outside _libbcc_quiet, which silences fd 2
