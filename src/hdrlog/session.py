@@ -189,15 +189,15 @@ class Session:
                 parts.append(f"pid {t.pid} ({shown(t.comm)}): {tt.kind}{ver} {shown(tt.mapping.path, TEXT_LIMIT)}"
                              f"{src} [{', '.join(syms)}]")
         log("attached to " + "; ".join(parts))
+        self._say_notes()  # only once attached (a failed attach says one sentence, its error), right after it
+        if self.opts.verbose:
+            self._log_placement()
         try:
             self._start_pipeline(redactor)
         except BaseException:
             self._abandon()
             raise
         self.probeset.trim()  # the compiler's leftover memory, given back once the line is out
-        self._say_notes()  # only once attached: a failed attach says one sentence, its error
-        if self.opts.verbose:
-            self._log_placement()
 
     def _start_pipeline(self, redactor: Redactor) -> None:
         """The consumer: the pipeline, the ring buffer read into it (events since the probes were attached
