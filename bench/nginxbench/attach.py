@@ -118,4 +118,6 @@ def print_attach(r: dict) -> None:
             print(f"{k:6s} median {x['median_s']:.2f}s (target {target:.0f}s) runs "
                   f"{', '.join(f'{t:.2f}' for t in x['seconds'])}; phases from process start: main "
                   f"{ph.get('main', 0):.2f}s, compile {ph.get('compile-start', 0):.2f}-{ph.get('compile-end', 0):.2f}s, "
-                  f"attach from {ph.get('attach-start', 0):.2f}s")
+                  # hdrlog_instrumented's "attach-start" is ProbeSet.open: since b9d00f8 the session opens the
+                  # ring (and starts its pipeline) once the probes are attached and the line is out
+                  f"ring opened at {ph.get('attach-start', 0):.2f}s")
