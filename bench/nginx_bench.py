@@ -11,7 +11,9 @@ throughput  nginx, 1 worker pinned to CPU 0, TLS 1.3 keep-alive, `return 200`; w
             (a plain counting control: `count()` on uprobes at the entry of SSL_read and SSL_write of the
             libssl nginx maps); `hdrlog-entry` (`hdrlog attach --placement entry`); `hdrlog` (default
             placement); and `hdrlog-paced`, hdrlog with wrk paced to about 20k messages/s, for the
-            consumer's CPU per message at that rate. Prints req/s and the ratio to `none`, p50/p99 latency,
+            consumer's CPU per message at that rate; `hdrlog-apart`, hdrlog as `hdrlog` but pinned to CPU 1
+            (wrk's core), a diagnostic: what nginx pays for the probes alone, without sharing its core
+            with the consumer (wrk then shares its core, so its req/s is not comparable). Prints req/s and the ratio to `none`, p50/p99 latency,
             nginx CPU µs per request (and added over `none`), consumer CPU µs per message, messages
             captured vs requests completed (wrk) and served (nginx's stub_status), lost events.
 ceiling     the most messages/s hdrlog takes with zero loss: nginx (1 worker) and wrk share CPU 0, hdrlog

@@ -40,7 +40,7 @@ def test_bench_throughput_smoke(tmp_path):
     for cond, row in rows.items():
         assert row["rps"] > 0 and row["completed"] > 0 and row["served"] >= row["completed"], (cond, row)
         assert row["nginx_cpu_us_per_req"] > 0, (cond, row)
-    for cond in ("hdrlog", "hdrlog-entry", "hdrlog-paced"):
+    for cond in ("hdrlog", "hdrlog-entry", "hdrlog-paced", "hdrlog-apart"):
         row = rows[cond]
         assert row["captured_requests"] > 0 and row["consumer_cpu_us_per_msg"] > 0, (cond, row)
         assert row["lost_events"] is not None, (cond, row)

@@ -30,7 +30,8 @@ def part_throughput(env: Env, a) -> dict:
                     cons = SitesCount(env, [ng.master, *ng.workers], "0")
                 elif cond.startswith("hdrlog"):
                     extra = ["--verbose", "--placement", "entry" if cond == "hdrlog-entry" else "auto"]
-                    cons = Hdrlog(env, cond, [ng.master], cpus="0", extra=extra)
+                    # hdrlog-apart: the consumer on wrk's core, to tell what sharing nginx's core costs nginx
+                    cons = Hdrlog(env, cond, [ng.master], cpus="1" if cond == "hdrlog-apart" else "0", extra=extra)
                     if cond == "hdrlog" and placement is None:
                         placement = [ln[len("hdrlog: "):] for ln in cons.stderr().splitlines()
                                      if ln.startswith("hdrlog: probe ") or ln.startswith("hdrlog: attached")]
@@ -108,7 +109,7 @@ def part_throughput(env: Env, a) -> dict:
         rows.append(row)
     return {"setup": {"nginx": "1 worker pinned to CPU 0, TLS 1.3, keep-alive, return 200",
                       "wrk": f"1 thread, {a.connections} connections, CPU 1, {a.seconds}s per run",
-                      "consumers": "pinned to CPU 0 (nginx's core)",
+                      "consumers": "pinned to CPU 0 (nginx's core), except hdrlog-apart's (CPU 1, wrk's core)",
                       "paced": "wrk -s bench/wrk/paced.lua -- 1 (1 ms between a response and the next request)",
                       "wrk_libssl": env.wrk_libssl, "nginx_libssl": ng.libssl},
             "placement": placement, "rows": rows, "runs": runs}
