@@ -410,6 +410,12 @@ def test_fixed_streams_both_ways(counting, hook):
         ([("feed", RESP_J + JSON_BODY + b"HTTP/1.1 500\r\nX"), ("gap", 10)], ["GET"] * 2),
         # a request cut before its version, after a fast one
         ([("feed", NEXT_REQ + b"GET /cut"), ("close", None)], ()),
+        # a segment boundary (a message start to segments()) inside a head: llhttp's then
+        ([("feed", b"GET / HTTP/1.1\r\nX: a GET /y HTTP/1.1\r\n\r\n" + NEXT_REQ)], ()),
+        ([("feed", b"HTTP/1.1 200 OK\r\nVia: HTTP/1.1 p\r\nContent-Length: 2\r\n\r\nok" + RESP_J + JSON_BODY)],
+         ["GET"] * 2),
+        # a held body, then bytes that begin a message inside the same segment (llhttp stops there)
+        ([("feed", post + b"helloworldXGET /x HTTP/1.1\r\n\r\n"), ("feed", post + b"helloworld\r\n" + NEXT_REQ)], ()),
     ]
     for ops, methods in cases:
         same_both_ways(ops, methods, hook)

@@ -390,8 +390,8 @@ class Http1Parser(BodyCapture, Resync, FastHeads):
             r = self._fast_body(data, pos)
             if r is None:
                 return None
-            a, q, cands, ci = r
-            return self._segments(data, a, q, cands, ci, False)
+            a, q, cands = r
+            return self._segments(data, a, q, cands, 0, False)
         if self._side:  # the held message's body goes on in this chunk
             e = self._side_take(data, pos)
             # ending here, it is a segment of its own: segments() takes its start for a message start
@@ -402,31 +402,39 @@ class Http1Parser(BodyCapture, Resync, FastHeads):
             else:
                 cands = segments(data, pos, self.kind)
         else:
+            r = -1
+            if self.fast and not self._in_msg:  # most chunks hold one message: try before finding the segments
+                r = self._fast(data, pos, -1)
+                if r.__class__ is not int:
+                    return r
             cands = segments(data, pos, self.kind)
+            if r >= 0:  # a message ended at r
+                return self._segments(data, pos, r, cands, 0, True)
+            return self._segments(data, pos, pos, cands, 0, False, pos if self.fast else -1)
         return self._segments(data, pos, pos, cands, 0, False)
 
-    def _segments(self, data: bytes, a: int, q: int, cands, ci: int, began: bool):
+    def _segments(self, data: bytes, a: int, q: int, cands, ci: int, began: bool, tried: int = -1):
         """Feed llhttp data[q:] segment by segment: [a, cands[ci]), [cands[ci], cands[ci + 1]) ... the last one
-        ending at len(data). q > a: llhttp goes on inside the segment begun at a (after a message the fast path
+        ending at len(data). q > a: llhttp goes on inside the segment holding q (after a message the fast path
         took or skipped), which is where a failure is located; ``began``: a message began in data[a:q]. At a
-        segment start with llhttp between messages the fast path is tried first."""
+        segment start with llhttp between messages the fast path is tried first (not again at ``tried``)."""
         n = len(data)
         nc = len(cands)
         mv = None
         fast = self.fast
         while q < n:
+            while ci < nc and cands[ci] <= q:  # the segment holding q
+                a = cands[ci]
+                ci += 1
+                began = False
             end = cands[ci] if ci < nc else n
-            if q == a and fast and not self._in_msg and not self._side:
+            if q == a and fast and q != tried and not self._in_msg and not self._side:
                 r = self._fast(data, q, end)
                 if r.__class__ is not int:
                     return r
                 if r >= 0:  # a message ended at r: llhttp would go on from there, in the segment holding r
                     q = r
                     began = True
-                    while ci < nc and cands[ci] <= r:
-                        a = cands[ci]
-                        ci += 1
-                        began = False
                     continue
             p = self._p
             if p is None or p.__class__ is bytes:  # bytes: after a fast message (_new_parser)

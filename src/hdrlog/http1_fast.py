@@ -48,15 +48,25 @@ class FastHeads:
     __slots__ = ()
 
     def _fast(self, data: bytes, q: int, end: int):
-        """At q, the start of an llhttp segment ending at ``end``, llhttp between messages: take the message there
-        if the C parser does. Returns -1 (not taken: llhttp goes on at q), the offset inside data where the message
-        ended, or what ``_run`` returns (None: nothing more here; (data, pos): go on in another state or anew)."""
+        """At q, the start of an llhttp segment ending at ``end`` (-1: not known yet, q is where _run started), llhttp
+        between messages: take the message there if the C parser does. Returns -1 (not taken: llhttp goes on at q),
+        the offset inside data where the message ended, or what ``_run`` returns (None: nothing more here;
+        (data, pos): go on in another state or anew)."""
         req = self.kind == "request"
         r = parse_head(data, q, req, MAX_HEAD)
         if r is None:
             return -1
         h, x, y, headers, cl, host, minor = r
-        if h > end:  # a segment boundary inside the head: llhttp would see it in two parts
+        if end < 0:
+            # no segment boundary can lie inside the head unless (segments()) a response's head holds "HTTP/1." or
+            # a request's head holds " HTTP/1." besides its request line's own
+            if req:
+                inside = data.find(b" HTTP/1.", data.find(b" HTTP/1.", q, h) + 1, h)
+            else:
+                inside = data.find(b"HTTP/1.", q + 1, h)
+            if inside >= 0:
+                return -1
+        elif h > end:  # a segment boundary inside the head: llhttp would see it in two parts
             return -1
         if req:
             msg = HttpMessage("request", "http/1.1" if minor else "http/1.0", self._ts, headers, x, y, host, None,
@@ -89,6 +99,9 @@ class FastHeads:
                 return None
             if e >= n:
                 return None
+            if end < 0:  # the first segment boundary after q (after the head, see above)
+                cands = segments(data, q, self.kind)
+                end = cands[0] if cands else n
             if e < end and data[e:end].strip(b"\r\n"):
                 # llhttp would begin the next message inside this segment before the body was handed over:
                 # _side_stopped, a new llhttp parser from e
@@ -121,8 +134,8 @@ class FastHeads:
 
     def _fast_body(self, data: bytes, pos: int):
         """``_fskip`` body bytes of a fast message at data[pos:] (llhttp never saw the message). Returns None (the
-        chunk ends in the body) or where llhttp would go on after it: (segment start, offset, segment starts, index
-        of the next one), the segments being those llhttp would be fed from pos on."""
+        chunk ends in the body) or where llhttp would go on after it: (where its segments start, the offset, the
+        segment starts after that)."""
         n = len(data)
         if self._side:  # side capture: as _run's start with llhttp framing the body
             e = self._side_take(data, pos)
@@ -132,19 +145,13 @@ class FastHeads:
             self._fskip = 0
             if e >= n:
                 return None
-            return e, e, segments(data, e, self.kind), 0
+            return e, e, segments(data, e, self.kind)
         k = self._fskip
         if k >= n - pos:
             self._fskip = k - (n - pos)
             return None
         self._fskip = 0
-        e = pos + k
-        cands = segments(data, pos, self.kind)
-        a, ci, nc = pos, 0, len(cands)
-        while ci < nc and cands[ci] <= e:
-            a = cands[ci]
-            ci += 1
-        return a, e, cands, ci
+        return pos, pos + k, segments(data, pos, self.kind)
 
 
 def _bench(reps: int = 20000, rounds: int = 7) -> None:  # pragma: no cover - manual timing check
