@@ -543,18 +543,6 @@ class Http1Parser(BodyCapture, Resync, FastHeads):
                     break
         return data, off
 
-    def _to_resync(self):
-        self._side = self._fskip = 0
-        if self._held is not None:
-            self._release(False)
-        self.state = "resync"
-        self._p = None
-        self._in_msg = self._in_hdrs = False
-        self._stop = None
-        self._buf = b""
-        self._bpos = 0
-        self._tail = b""
-
     def _truncate(self):
         """Report the header block in progress as truncated (what llhttp delivered so far).
 
@@ -577,12 +565,3 @@ class Http1Parser(BodyCapture, Resync, FastHeads):
             self._out.append(msg)
             if msg.kind == "response" and is_final(msg.status):
                 self._finals += 1
-
-    def _fail(self):
-        """Internal error (should not happen): count it and start over safely."""
-        self.errors += 1
-        if self.kind is None:
-            self.state = "not-http"
-            self._buf = b""
-        else:
-            self._to_resync()

@@ -150,9 +150,32 @@ def header_end(data: bytes, pos: int, end: int) -> int:
 
 class Resync:
     """Mixin of Http1Parser: the states that look for a message start (their state lives in Http1Parser's
-    slots: ``_buf``, ``_bpos``, ``_tentative``, ``_skip_body``, ``kind``, ``state``, ``_p``)."""
+    slots: ``_buf``, ``_bpos``, ``_tentative``, ``_skip_body``, ``kind``, ``state``, ``_p``), and the way into
+    "resync" after an error or lost bytes."""
 
     __slots__ = ()
+
+    def _to_resync(self):
+        """Drop the message in progress (a held one is released as cut) and look for the next message start."""
+        self._side = self._fskip = 0
+        if self._held is not None:
+            self._release(False)
+        self.state = "resync"
+        self._p = None
+        self._in_msg = self._in_hdrs = False
+        self._stop = None
+        self._buf = b""
+        self._bpos = 0
+        self._tail = b""
+
+    def _fail(self):
+        """Internal error (should not happen): count it and start over safely."""
+        self.errors += 1
+        if self.kind is None:
+            self.state = "not-http"
+            self._buf = b""
+        else:
+            self._to_resync()
 
     def _tunnel_check(self, data: bytes, pos: int):
         if self._skip_body:
