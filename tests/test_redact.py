@@ -157,13 +157,16 @@ def test_memoised_markers_and_values_match_fresh_ones_and_hold_no_plaintext():
                 ["Cookie", f"sid={mark(s)}; theme={mark('dark')}"], ["Authorization", f"Bearer {mark(s)}"],
                 ["X-Api-Key", mark(s)], ["Accept", s]]
     assert r.path("/p?token=tok-1-s3cr3t&x=1") == f"/p?token={mark('tok-1-s3cr3t')}&x=1"
-    for memo in (r._markers, r._values):
+    memos = [r._markers, *(m for m in r._values if m is not None and m is not r._markers)]
+    assert len(memos) == 4  # markers; Authorization, Cookie and Set-Cookie values
+    for memo in memos[:3]:
         assert memo and all(type(k) is int for k in memo)
+    for memo in memos:
         assert not any("s3cr3t" in v or "dark" in v for v in memo.values())
     for i in range(redact._MEMO_MAX + 50):
         r.value(f"v{i}")
-        r.headers([("X-Api-Key", f"v{i}")])
-    assert len(r._markers) <= redact._MEMO_MAX and len(r._values) <= redact._MEMO_MAX
+        r.headers([("X-Api-Key", f"v{i}"), ("Cookie", f"c=v{i}")])
+    assert all(len(m) <= redact._MEMO_MAX for m in memos)
     assert r.value("v1") == mark("v1")  # after the memo was cleared
 
 
@@ -275,12 +278,38 @@ def test_explicit_key_does_not_touch_files(tmp_path, monkeypatch, fresh_key_stat
 
 
 def _reference_authorization(r: Redactor, v: str) -> str:
-    """Redactor._authorization before its fast path for "<Scheme> <credentials>" (the regex way, kept here)."""
+    """An Authorization value redacted the regex way (before the fast path for "<Scheme> <credentials>")."""
     parts = redact._WORD_SPLIT.split(v.lstrip(), maxsplit=1)
     if len(parts) == 3 and parts[2] and redact._SCHEME.fullmatch(parts[0]):
         lead = v[: len(v) - len(v.lstrip())]
         return f"{lead}{parts[0]}{parts[1]}{r.value(parts[2])}"
     return r.value(v)
+
+
+_COOKIE_SPLIT = re.compile(r"(;\s*)")
+
+
+def _reference_pair(r: Redactor, item: str) -> str:
+    eq = item.find("=")
+    if eq < 0:
+        return r.value(item) if item.strip() else item
+    val = item[eq + 1 :]
+    return item[: eq + 1] + r.value(val) if val else item
+
+
+def _reference_cookie(r: Redactor, v: str) -> str:
+    """A Cookie value redacted the regex way (split on (;\\s*), before str.split)."""
+    parts = _COOKIE_SPLIT.split(v)
+    for i in range(0, len(parts), 2):
+        if parts[i]:
+            parts[i] = _reference_pair(r, parts[i])
+    return "".join(parts)
+
+
+def _reference_set_cookie(r: Redactor, v: str) -> str:
+    parts = _COOKIE_SPLIT.split(v, maxsplit=1)
+    parts[0] = _reference_pair(r, parts[0])
+    return "".join(parts)
 
 
 def _reference_path(r: Redactor, path: str) -> str:
@@ -312,10 +341,52 @@ def test_fast_paths_equal_the_regex_ways():
             "tok", "=", "a=b", ""]
     for _ in range(20000):
         v = "".join(rng.choice(bits) for _ in range(rng.randrange(1, 5)))
-        assert r._authorization(v) == _reference_authorization(r, v), repr(v)
-    items = ["token=s3", "id=1", "x", "", "=v", "k=", "api_key=z", "a%5Fb=1", "sig=", "page=2", "TOKEN=Q"]
+        if not v:  # an empty value stays empty (test_empty_secret_value_stays_empty)
+            continue
+        assert r.headers([("Authorization", v)]) == [["Authorization", _reference_authorization(r, v)]], repr(v)
+    items = ["token=s3", "id=1", "x", "", "=v", "k=", "api_key=z", "a%5Fb=1", "sig=", "page=2", "TOKEN=Q",
+             "\u212aey=k", "SeSSion=1", "%6Bey=2", "q=passport"]
     for _ in range(20000):
         seps = [rng.choice("&&&;") for _ in range(4)]
         query = "".join(rng.choice(items) + seps[i] for i in range(rng.randrange(0, 4))) + rng.choice(items)
         path = "/p?" + query + rng.choice(["", "#frag", "#x?token=1"])
         assert r.path(path) == _reference_path(r, path), path
+
+
+def test_cookie_fast_paths_equal_the_regex_ways():
+    """Cookie and Set-Cookie values split with str.split/find, without the regex (;\\s*): the same output for
+    values built from separators, whitespace of any kind (what \\s and str.isspace agree on), items with and without
+    "=", empty items and values."""
+    import random
+
+    rng = random.Random(7)
+    r = Redactor(key=KEY)
+    bits = ["sid=abc", "theme=dark", "x", "=", "=v", "k=", ";", "; ", ";  ", " ", "\t", "\u00a0", "\x1c", "\u2028",
+            "\u200b", "a b", "", "Path=/", "é=ü"]
+    for _ in range(30000):
+        v = "".join(rng.choice(bits) for _ in range(rng.randrange(1, 7)))
+        if not v:
+            continue
+        out = r.headers([("Cookie", v), ("Set-Cookie", v), ("set-cookie2", v)])
+        assert out == [["Cookie", _reference_cookie(r, v)], ["Set-Cookie", _reference_set_cookie(r, v)],
+                       ["set-cookie2", _reference_set_cookie(r, v)]], repr(v)  # fmt: skip
+
+
+def test_queries_skipped_unsplit_hold_no_secret_name():
+    """Redactor.path returns a query in which _MAYBE_SECRET_QUERY finds nothing without looking at its names: every
+    name that is secret (SECRET_PARAMS, _SECRET_PARAM, any case, percent-encoded) has one of its words."""
+    import random
+
+    r = Redactor(key=KEY)
+    for name in redact.SECRET_PARAMS:
+        for n in (name, name.upper(), f"x_{name}", f"{name}-1"):
+            assert redact._MAYBE_SECRET_QUERY.search(n.lower()), n
+    rng = random.Random(11)
+    pieces = ["api", "key", "-", "_", ".", "token", "tok", "en", "x", "sig", "nature", "pass", "word", "auth", "or",
+              "jwt", "credential", "access", "secret", "Ke", "Y", "\u212a", "\u0130", "%", "6B", "code", "s", "id"]
+    for _ in range(30000):
+        name = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 5)))
+        if r._secret_param(name):
+            assert redact._MAYBE_SECRET_QUERY.search(f"a=1&{name}=v".lower()), name
+    assert r.path("/a?id=1&fields=name") == "/a?id=1&fields=name"
+    assert r.path("/a?id=1&\u212aey=v") == f"/a?id=1&\u212aey={mark('v')}"  # Kelvin sign: "key" once lowercased

@@ -119,7 +119,10 @@ _SECRET_PARAM = re.compile(
     r"|jwt|credential)(?:$|[-_.])"
 )
 _PARAM_SPLIT = re.compile(r"([&;])")
-_COOKIE_SPLIT = re.compile(r"(;\s*)")
+# A query string in which no parameter name can be secret: every name of SECRET_PARAMS and every match of
+# _SECRET_PARAM holds one of these words, and a name is looked at lowercased ("%": percent-decoded first).
+# Redactor.path returns such a query as it is, without splitting it (tests/test_redact.py checks the words).
+_MAYBE_SECRET_QUERY = re.compile(r"token|secret|pass|sig|key|auth|jwt|credential|code|pwd|sid|session|%")
 _WORD_SPLIT = re.compile(r"(\s+)")
 
 _CACHE_MAX = 4096
@@ -211,7 +214,8 @@ class Headers(list):
     __slots__ = ("content_length",)
 
 
-_CL = 2  # Redactor._codes: 0 = plain, 1 = secret, _CL = Content-Length (not secret)
+# Redactor._codes: a header name's class, which says how its value is redacted (0: not at all)
+_PLAIN, _WHOLE, _CL, _AUTH, _COOKIE, _SET_COOKIE = range(6)  # _CL: Content-Length, not secret (noted in Headers)
 
 
 class Redactor:
@@ -238,31 +242,36 @@ class Redactor:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in k.ljust(64, b"\0")))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in k.ljust(64, b"\0")))
         self._names: dict[str, bool] = {}
-        self._codes: dict[str, int] = {}  # header name as sent -> 0 / 1 (secret) / _CL, for headers()
+        self._codes: dict[str, int] = {}  # header name as sent -> its class (_PLAIN ... _SET_COOKIE), for headers()
         self._params: dict[str, bool] = {}  # query parameter name as sent -> secret?
         self._markers: dict[int, str] = {}  # hash(secret) -> marker
-        self._values: dict[int, str] = {}  # hash((header name, value)) -> redacted value
+        # hash(value) -> redacted header value, one memo per class (the redacted value depends on the class and the
+        # value only). A _WHOLE value's redacted value is its marker: its memo is the markers' one.
+        self._values: tuple[dict[int, str] | None, ...] = (None, self._markers, None, {}, {}, {})
 
     # ------------------------------------------------------------------ public API
 
     def value(self, secret: str) -> str:
         """The marker standing for ``secret``.
 
-        Markers are memoised by ``hash(secret)`` (bounded, cleared when full): the HMAC costs ~0.5 µs and
-        the same credential comes back on every request of a client. The memo holds no plaintext; two
-        different secrets with the same 64-bit hash (a chance of ~2^-64 per pair with the per-process random
-        hash key) would share a marker, which mis-correlates them but reveals neither."""
-        h = hash(secret)
-        m = self._markers.get(h)
-        if m is None:
-            inner = self._inner.copy()
-            inner.update(secret.encode("utf-8", "surrogatepass"))
-            outer = self._outer.copy()
-            outer.update(inner.digest())  # = hmac.digest(self._key, secret, "sha256")
-            m = f"<redacted:{outer.digest()[:4].hex()}>"
-            if len(self._markers) >= _MEMO_MAX:
-                self._markers.clear()
-            self._markers[h] = m
+        Markers are memoised by ``hash(secret)`` (bounded, cleared when full): the HMAC costs ~1 µs and the
+        same credential comes back on every request of a client. The memo holds no plaintext; two different
+        secrets with the same 64-bit hash (a chance of ~2^-64 per pair with the per-process random hash key)
+        would share a marker, which mis-correlates them but reveals neither."""
+        m = self._markers.get(hash(secret))
+        return m if m is not None else self._mark(secret)
+
+    def _mark(self, secret: str) -> str:
+        """value() when the memo missed: the HMAC, remembered."""
+        inner = self._inner.copy()
+        inner.update(secret.encode("utf-8", "surrogatepass"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())  # = hmac.digest(self._key, secret, "sha256")
+        m = f"<redacted:{outer.digest()[:4].hex()}>"
+        markers = self._markers
+        if len(markers) >= _MEMO_MAX:
+            markers.clear()
+        markers[hash(secret)] = m  # str caches its hash: computed once per value
         return m
 
     def is_secret_name(self, name: str) -> bool:
@@ -289,46 +298,100 @@ class Redactor:
         out = Headers()
         append = out.append
         clen = None
-        memo = self._values
         codes = self._codes
+        values = self._values
         for n, v in headers:
-            sec = codes.get(n)  # the name's class memoised: one dict look-up per header, no method call
-            if sec is None:
-                sec = self._code(n)
-            if not sec:
+            c = codes.get(n)  # the name's class memoised: one dict look-up per header, no method call
+            if c is None:
+                c = self._code(n)
+            if not c:
                 append([n, v])
                 continue
-            if sec == _CL:
+            if c == _CL:
                 if clen is None:
                     clen = v
             elif v:
-                # the whole redacted value (cookie names, scheme, markers) memoised by hash((name, value)),
-                # as markers are (see value()): no plaintext is kept, a cookie header is split only once
-                h = hash((n, v))
-                r = memo.get(h)
-                if r is None:
-                    r = self._header_value(n.strip().lower(), v)
-                    if len(memo) >= _MEMO_MAX:
-                        memo.clear()
-                    memo[h] = r
-                v = r
+                # the whole redacted value (cookie names, scheme, markers) memoised by hash(value), as markers are
+                # (see value()): no plaintext is kept, a credential that comes back is not split again
+                r = values[c].get(hash(v))
+                v = r if r is not None else self._redact(c, v)
             append([n, v])
         out.content_length = clen
         return out
 
     def _code(self, name: str) -> int:
-        """headers()'s class of a header name: 1 secret, _CL the (non-secret) Content-Length, else 0. Content-Length
-        is recognised as stats._content_length does (exact length, any case)."""
+        """headers()'s class of a header name: how its value is redacted (_WHOLE, _AUTH, _COOKIE, _SET_COOKIE),
+        _CL for the (non-secret) Content-Length, recognised as stats._content_length does (exact length, any
+        case), else _PLAIN."""
         if self.is_secret_name(name):
-            c = 1
+            low = name.strip().lower()
+            if low == "cookie":
+                c = _COOKIE
+            elif low in ("set-cookie", "set-cookie2"):
+                c = _SET_COOKIE
+            elif _AUTHORIZATION_NAME.search(low):
+                c = _AUTH
+            else:
+                c = _WHOLE
         elif len(name) == 14 and name.lower() == "content-length":
             c = _CL
         else:
-            c = 0
+            c = _PLAIN
         if len(self._codes) >= _CACHE_MAX:
             self._codes.clear()
         self._codes[name] = c
         return c
+
+    def _redact(self, c: int, v: str) -> str:
+        """The redacted value of a (non-empty) header of class c when its memo missed, remembered there. The usual
+        forms are redacted here, with the markers' memo inline: a method call only for a secret it has not seen."""
+        if c == _WHOLE:
+            return self._mark(v)
+        markers = self._markers
+        if c == _COOKIE:
+            # "a=1; b=2": split on ";"; each item's value (after "=") redacted, an item without "=" redacted whole,
+            # the whitespace after a ";" kept as sent in front of its item (what splitting on (;\s*) gave)
+            parts = v.split(";")
+            for i, item in enumerate(parts):
+                eq = item.find("=")
+                if eq >= 0:
+                    if eq + 1 < len(item):
+                        s = item[eq + 1 :]
+                        parts[i] = item[: eq + 1] + (markers.get(hash(s)) or self._mark(s))
+                elif item.strip():
+                    s = item.lstrip() if i else item
+                    parts[i] = item[: len(item) - len(s)] + (markers.get(hash(s)) or self._mark(s))
+            r = ";".join(parts)
+        elif c == _SET_COOKIE:
+            # only the first item is the cookie (as a Cookie item); Path/Domain/Expires/Max-Age/SameSite/... are
+            # attributes, kept as sent
+            semi = v.find(";")
+            end = semi if semi >= 0 else len(v)
+            eq = v.find("=", 0, end)
+            if eq >= 0:
+                if eq + 1 < end:
+                    s = v[eq + 1 : end]
+                    r = v[: eq + 1] + (markers.get(hash(s)) or self._mark(s)) + v[end:]
+                else:
+                    r = v
+            elif v[:end].strip():
+                s = v[:end]
+                r = (markers.get(hash(s)) or self._mark(s)) + v[end:]
+            else:
+                r = v
+        else:  # _AUTH
+            sp = v.find(" ")
+            # "<Scheme> <credentials>", the usual form: what _authorization gives for it, without its calls
+            if 1 < sp <= 20 and sp + 1 < len(v) and not v[sp + 1].isspace() and (w := v[:sp]).isascii() and w.isalpha():
+                s = v[sp + 1 :]
+                r = v[: sp + 1] + (markers.get(hash(s)) or self._mark(s))
+            else:
+                r = self._authorization(v)
+        memo = self._values[c]
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[hash(v)] = r
+        return r
 
     def path(self, path: str) -> str:
         """``path`` with the values of secret-looking query parameters redacted, the rest unchanged."""
@@ -339,19 +402,22 @@ class Redactor:
             return path
         h = path.find("#", q)
         query = path[q + 1 : h] if h >= 0 else path[q + 1 :]
-        if not query:
+        if not query or _MAYBE_SECRET_QUERY.search(query.lower()) is None:
             return path
         if ";" in query:  # separators kept between the items
             parts, step, sep = _PARAM_SPLIT.split(query), 2, ""
         else:  # "&" only (nearly always): str.split, no regex
             parts, step, sep = query.split("&"), 1, "&"
         changed = False
+        params = self._params
         for i in range(0, len(parts), step):
             item = parts[i]
             eq = item.find("=")
             if eq < 0 or eq + 1 == len(item):
                 continue
-            if self._secret_param(item[:eq]):
+            name = item[:eq]
+            sec = params.get(name)  # _secret_param's memo, inline: no method call for a name seen before
+            if sec or (sec is None and self._secret_param(name)):
                 parts[i] = item[: eq + 1] + self.value(item[eq + 1 :])
                 changed = True
         if not changed:
@@ -371,47 +437,11 @@ class Redactor:
             self._params[name] = r
         return r
 
-    def _header_value(self, low: str, v: str) -> str:
-        if low == "cookie":
-            return self._cookie(v)
-        if low in ("set-cookie", "set-cookie2"):
-            return self._set_cookie(v)
-        if _AUTHORIZATION_NAME.search(low) or low == "authorization":
-            return self._authorization(v)
-        return self.value(v)
-
     def _authorization(self, v: str) -> str:
-        # "<scheme> <credentials>": keep the scheme word and the whitespace after it
-        sp = v.find(" ")
-        if 1 < sp <= 20:  # the usual "Bearer xyz" without a regex: what the general case below gives for it
-            scheme = v[:sp]
-            if scheme.isascii() and scheme.isalpha() and sp + 1 < len(v) and not v[sp + 1].isspace():
-                return f"{scheme} {self.value(v[sp + 1:])}"
+        """An Authorization-like value in general (_redact takes "<Scheme> <credentials>" itself): the scheme word and
+        the whitespace after it kept, when the first word looks like a scheme and credentials follow."""
         parts = _WORD_SPLIT.split(v.lstrip(), maxsplit=1)
         if len(parts) == 3 and parts[2] and _SCHEME.fullmatch(parts[0]):
             lead = v[: len(v) - len(v.lstrip())]
             return f"{lead}{parts[0]}{parts[1]}{self.value(parts[2])}"
         return self.value(v)
-
-    def _pair(self, item: str) -> str:
-        """``name=value`` -> ``name=<redacted:…>``; an item without "=" is redacted whole."""
-        eq = item.find("=")
-        if eq < 0:
-            return self.value(item) if item.strip() else item
-        val = item[eq + 1 :]
-        if not val:
-            return item
-        return item[: eq + 1] + self.value(val)
-
-    def _cookie(self, v: str) -> str:
-        parts = _COOKIE_SPLIT.split(v)
-        for i in range(0, len(parts), 2):
-            if parts[i]:
-                parts[i] = self._pair(parts[i])
-        return "".join(parts)
-
-    def _set_cookie(self, v: str) -> str:
-        # only the first item is the cookie; Path/Domain/Expires/Max-Age/SameSite/... are attributes
-        parts = _COOKIE_SPLIT.split(v, maxsplit=1)
-        parts[0] = self._pair(parts[0])
-        return "".join(parts)
