@@ -24,8 +24,9 @@ rss         hdrlog's VmRSS before and with 10,000 concurrent TLS connections tra
             holds them open after one request each), after they are closed (SSL_free must forget them),
             and an idle-expiry check (the tracker's idle timeout set to a few seconds through
             bench/hdrlog_instrumented.py, which also reports how many connections the tracker holds).
-attach      seconds from starting `hdrlog attach` to its `attached` line, for nginx (libssl) and for node
-            (OpenSSL linked into the executable), median of --attach-reps; plus one run split into phases.
+attach      seconds from starting `hdrlog attach` to its `attached` line, for nginx (libssl), node (OpenSSL
+            linked into the executable) and Debian's caddy (a stripped Go binary), median of --attach-reps;
+            plus one run split into phases. bench/nginxbench/attach_ab.py compares two trees alternately.
 
 wrk loads a private copy of libssl (LD_LIBRARY_PATH): bpftrace's uprobes are system-wide (-p does not
 restrict them), and the load generator must not pay for probes on the library it shares with nginx.
