@@ -261,13 +261,15 @@ class Redactor:
         m = self._markers.get(hash(secret))
         return m if m is not None else self._mark(secret)
 
-    def _mark(self, secret: str) -> str:
-        """value() when the memo missed: the HMAC, remembered."""
+    def _mark(self, secret: str, remember: bool = True) -> str:
+        """value() when the memo missed: the HMAC, remembered unless told otherwise."""
         inner = self._inner.copy()
         inner.update(secret.encode("utf-8", "surrogatepass"))
         outer = self._outer.copy()
         outer.update(inner.digest())  # = hmac.digest(self._key, secret, "sha256")
         m = f"<redacted:{outer.digest()[:4].hex()}>"
+        if not remember:
+            return m
         markers = self._markers
         if len(markers) >= _MEMO_MAX:
             markers.clear()
@@ -362,6 +364,9 @@ class Redactor:
                     s = item.lstrip() if i else item
                     parts[i] = item[: len(item) - len(s)] + (markers.get(hash(s)) or self._mark(s))
             r = ";".join(parts)
+        # A Set-Cookie or Authorization value holds one secret, which comes back in the same value (its memo hit
+        # first) and hardly ever in another: its marker is computed without the markers' memo (neither looked up
+        # nor filled, which would cost a hash and two look-ups per new value)
         elif c == _SET_COOKIE:
             # only the first item is the cookie (as a Cookie item); Path/Domain/Expires/Max-Age/SameSite/... are
             # attributes, kept as sent
@@ -369,22 +374,16 @@ class Redactor:
             end = semi if semi >= 0 else len(v)
             eq = v.find("=", 0, end)
             if eq >= 0:
-                if eq + 1 < end:
-                    s = v[eq + 1 : end]
-                    r = v[: eq + 1] + (markers.get(hash(s)) or self._mark(s)) + v[end:]
-                else:
-                    r = v
+                r = v[: eq + 1] + self._mark(v[eq + 1 : end], False) + v[end:] if eq + 1 < end else v
             elif v[:end].strip():
-                s = v[:end]
-                r = (markers.get(hash(s)) or self._mark(s)) + v[end:]
+                r = self._mark(v[:end], False) + v[end:]
             else:
                 r = v
         else:  # _AUTH
             sp = v.find(" ")
             # "<Scheme> <credentials>", the usual form: what _authorization gives for it, without its calls
             if 1 < sp <= 20 and sp + 1 < len(v) and not v[sp + 1].isspace() and (w := v[:sp]).isascii() and w.isalpha():
-                s = v[sp + 1 :]
-                r = v[: sp + 1] + (markers.get(hash(s)) or self._mark(s))
+                r = v[: sp + 1] + self._mark(v[sp + 1 :], False)
             else:
                 r = self._authorization(v)
         memo = self._values[c]
