@@ -124,6 +124,8 @@ _PARAM_SPLIT = re.compile(r"([&;])")
 # Redactor.path returns such a query as it is, without splitting it (tests/test_redact.py checks the words).
 _MAYBE_SECRET_QUERY = re.compile(r"token|secret|pass|sig|key|auth|jwt|credential|code|pwd|sid|session|%")
 _WORD_SPLIT = re.compile(r"(\s+)")
+# "<Scheme> " followed by credentials, the usual Authorization value: what _WORD_SPLIT and _SCHEME make of it
+_SCHEME_SP = re.compile(r"[A-Za-z]{2,20} (?=\S)")
 
 _CACHE_MAX = 4096
 # Redacted results remembered per Redactor (see Redactor.value and README "Secrets"): keyed by Python's hash of
@@ -380,10 +382,11 @@ class Redactor:
             else:
                 r = v
         else:  # _AUTH
-            sp = v.find(" ")
             # "<Scheme> <credentials>", the usual form: what _authorization gives for it, without its calls
-            if 1 < sp <= 20 and sp + 1 < len(v) and not v[sp + 1].isspace() and (w := v[:sp]).isascii() and w.isalpha():
-                r = v[: sp + 1] + self._mark(v[sp + 1 :], False)
+            m = _SCHEME_SP.match(v)
+            if m is not None:
+                sp = m.end()
+                r = v[:sp] + self._mark(v[sp:], False)
             else:
                 r = self._authorization(v)
         memo = self._values[c]
@@ -397,11 +400,11 @@ class Redactor:
         if self.show_secrets or not path:
             return path
         q = path.find("?")
-        if q < 0:
-            return path
+        if q < 0 or _MAYBE_SECRET_QUERY.search(path[q + 1 :].lower()) is None:  # (a fragment's words too: a false
+            return path  # positive costs only the split below)
         h = path.find("#", q)
         query = path[q + 1 : h] if h >= 0 else path[q + 1 :]
-        if not query or _MAYBE_SECRET_QUERY.search(query.lower()) is None:
+        if not query:
             return path
         if ";" in query:  # separators kept between the items
             parts, step, sep = _PARAM_SPLIT.split(query), 2, ""
