@@ -137,8 +137,8 @@ def _addrs(tup: bytes) -> tuple[str | None, str | None]:
 _HDR = EVENT_HEADER.size
 
 
-def decode(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Event:
-    """One ring-buffer record (header + data) → Event. Raises ValueError on a short record."""
+def decode_py(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Event:
+    """decode in Python: the fallback of the C decode_event (and its reference in tests/test_events.py)."""
     if len(raw) < _HDR:
         raise ValueError(f"event of {len(raw)} bytes is shorter than its {_HDR}-byte header")
     ts, conn, pid, tid, length, cap, offset, lost, kind, fn, dir_, attr, tup, comm, fd = _unpack_from(raw)
@@ -149,3 +149,20 @@ def decode(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Eve
     # positional: keyword arguments to a 16-field dataclass cost ~0.5 µs more per event
     return Event(ts + wall_offset_ns, conn, pid, tid, length, offset, lost, kind, fn, dir_, attr, local, peer,
                  _comm_cache.get(comm) or _comm(comm), fd, bytes(raw[_HDR:_HDR + cap]))
+
+
+# The C decoder (hdrlog._h1fast.decode_event) builds the same Event in one call (~0.45 µs less per event than
+# decode_py: no 15-tuple, no slicing of a memoryview); it returns None (decode_py then runs and fills the caches)
+# for a tuple or comm not cached yet, a short record, anything unusual. None when the extension is not built.
+try:
+    from hdrlog._h1fast import decode_event as c_decode
+except ImportError:  # not built (no compiler at install) or an older build without decode_event
+    c_decode = None
+
+
+if c_decode is not None:
+    def decode(raw: bytes | memoryview, wall_offset_ns: int = WALL_OFFSET_NS) -> Event:
+        """One ring-buffer record (header + data) → Event. Raises ValueError on a short record."""
+        return c_decode(raw, wall_offset_ns, Event, _addr_cache, _comm_cache) or decode_py(raw, wall_offset_ns)
+else:
+    decode = decode_py

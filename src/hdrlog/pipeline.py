@@ -22,6 +22,9 @@ from hdrlog.redact import Redactor
 from hdrlog.sinks import open_private
 
 _FORK = int(events.Kind.FORK)  # a plain int: comparing with the enum member costs a class lookup per event
+# the C decoder called here directly (events.decode's wrapper would cost one Python call more per event)
+_c_decode, _decode_py = events.c_decode, events.decode_py
+_ADDRS, _COMMS = events._addr_cache, events._comm_cache
 
 
 class EventRecorder:
@@ -59,11 +62,13 @@ class Pipeline:
     def on_raw(self, raw: bytes) -> None:
         if self.recorder is not None:
             self.recorder.write(raw)
-        try:
-            ev = events.decode(raw, self.wall_offset_ns)
-        except ValueError:
-            self.decode_errors += 1
-            return
+        ev = _c_decode(raw, self.wall_offset_ns, Event, _ADDRS, _COMMS) if _c_decode is not None else None
+        if ev is None:  # not built, or a tuple or comm not cached yet, a short record: the Python decode
+            try:
+                ev = _decode_py(raw, self.wall_offset_ns)
+            except ValueError:
+                self.decode_errors += 1
+                return
         if ev.kind == _FORK:
             if self.on_fork is not None:
                 self.on_fork(ev.pid, ev.conn)
