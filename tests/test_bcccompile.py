@@ -60,7 +60,7 @@ def _mounted_over_kallsyms() -> bool:
 def test_same_instructions_as_bccs_own_kallsyms_pass(lib):
     from bcc import BPF
 
-    text = program_text([REGISTRY[lib]])
+    text = program_text([REGISTRY[lib]]).encode()
     cflags = Settings().cflags()
     fast = bcccompile.compile(lambda: BPF(text=text, cflags=cflags))
     try:
@@ -82,7 +82,7 @@ def test_an_exception_in_the_compile_reaches_the_caller():
     from bcc import BPF
 
     with pytest.raises(Exception, match="Failed to compile"):
-        bcccompile.compile(lambda: BPF(text="int f(void *ctx) { return undefined_name; }"))
+        bcccompile.compile(lambda: BPF(text=b"int f(void *ctx) { return undefined_name; }"))
     assert not _mounted_over_kallsyms()
 
 

@@ -119,7 +119,7 @@ class ProbeSet:
         self.mode = uprobelink.mode()  # "multi" (uprobe_multi links) or "perf" (older kernels)
         self.settings = settings or Settings()
         self.libraries = list(libraries)
-        text = program_text(self.libraries)
+        text = program_text(self.libraries).encode()  # bcc wants bytes (a str draws a DeprecationWarning)
         cflags = self.settings.cflags()
         with _OutputCapture() as cap:
             try:
