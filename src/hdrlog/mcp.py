@@ -79,7 +79,6 @@ class Mcp:
 
     def __call__(self, msg, request_method: str | None = None):
         ctype = session = version = None
-        mcp_hdr = False
         names = _NAMES
         for n, v in msg.headers:
             c = names[n]  # this runs on every message: one memoised look-up per header, no slicing or lower()
@@ -88,26 +87,42 @@ class Mcp:
                     ctype = v
                 elif c == _SESSION:
                     session = v
-                    mcp_hdr = True
                 else:
                     version = v
-                    mcp_hdr = True
-        if ctype is None and not mcp_hdr:
-            return None
-        sse = json_ = False
-        if ctype is not None:
-            lc = ctype.lower()
-            sse = "text/event-stream" in lc
-            json_ = not sse and "json" in lc
-        if msg.kind == "response" and request_method is None and msg.request is not None:
-            request_method = msg.request.method
-        if not (sse or json_) or (sse and request_method == "GET"):
+        mcp_hdr = session is not None or version is not None  # header values are str, never None
+        if ctype is None:
+            if not mcp_hdr:
+                return None  # the common case of a message without a body (a GET)
+            ct = 0
+        else:
+            ct = _CTYPES.get(ctype)
+            if ct is None:
+                ct = _ctype_class(ctype)
+        if ct == _SSE_CT:
+            if msg.kind == "response" and request_method is None and msg.request is not None:
+                request_method = msg.request.method
+            if request_method == "GET":
+                ct = 0
+        if not ct:
             if mcp_hdr:
                 msg.extra["mcp"] = {"session": session, "version": version}
                 self.recognised += 1
             return None
         self.candidates += 1
-        return BodySink(self, msg, sse, session, version, mcp_hdr)
+        return BodySink(self, msg, ct == _SSE_CT, session, version, mcp_hdr)
+
+
+_JSON_CT, _SSE_CT = 1, 2
+_CTYPES: dict[str, int] = {}  # Content-Type value -> 0, _JSON_CT or _SSE_CT (values repeat: a per-value memo)
+
+
+def _ctype_class(ctype: str) -> int:
+    lc = ctype.lower()
+    ct = _SSE_CT if "text/event-stream" in lc else _JSON_CT if "json" in lc else 0
+    if len(_CTYPES) >= 1024:
+        _CTYPES.clear()
+    _CTYPES[ctype] = ct
+    return ct
 
 
 class BodySink:
