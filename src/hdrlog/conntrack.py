@@ -232,12 +232,24 @@ class Tracker:
             if msgs:
                 if c.h2 is None:
                     op = c.parsers.get("out" if direction == "in" else "in")
-                    if op is not None and op.holding and any(
+                    # op._held: Http1Parser.holding without the property's call (once per message here)
+                    if op is not None and op._held is not None and any(
                             m.kind == "response" and (m.status or 0) >= 200 for m in msgs):
                         # a final response to a request still held for its body (nginx answers before
                         # reading a POST body): the request goes to pairing first (not for 100 Continue)
                         self._run(c, "out" if direction == "in" else "in", op.release_held(), ev)
-                self._run(c, direction, msgs, ev)
+                    # _run inline for HTTP/1 (one call less per message)
+                    on_message = c.pairer.on_message
+                    emit = self.emit
+                    for m in msgs:
+                        if m.proto != "h2":
+                            m = on_message(m, direction)
+                        if m.extra and m.request is not None and "mcp" in m.extra:
+                            mcp_link(m)
+                        c.messages += 1
+                        emit(c, direction, m, ev)
+                else:
+                    self._run(c, direction, msgs, ev)
         n = len(data)
         end = ev.offset + n
         # the call moved more than was captured, and this is its last captured chunk
