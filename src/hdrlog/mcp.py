@@ -140,7 +140,7 @@ class BodySink:
         self.session = session
         self.version = version
         self.mcp_hdr = mcp_hdr
-        self.buf = bytearray()
+        self.buf = b""  # the first chunk as it came while it is the only one (bytes), then a bytearray
         self.truncated = False
         self.decided = mcp_hdr
         self.done = False
@@ -148,18 +148,27 @@ class BodySink:
     def add(self, data) -> bool:
         if self.done:
             return False
-        room = self.owner.limit - len(self.buf)
+        buf = self.buf
+        room = self.owner.limit - len(buf)
         if len(data) > room:
-            self.buf += data[:room]
+            if buf.__class__ is not bytearray:
+                buf = self.buf = bytearray(buf)
+            buf += data[:room]
             self.truncated = True
-            if self.decided or _looks_jsonrpc(self.buf):
+            if self.decided or _looks_jsonrpc(buf):
                 self.finish(False)
             else:
                 self.done = True
             return False
-        self.buf += data
-        if not self.decided and len(self.buf) >= SNIFF_BYTES:
-            if not _looks_jsonrpc(self.buf):
+        if not buf and data.__class__ is bytes:
+            # most bodies come in one chunk: kept as it is (immutable), no bytearray made and copied into
+            self.buf = buf = data
+        else:
+            if buf.__class__ is not bytearray:
+                buf = self.buf = bytearray(buf)
+            buf += data
+        if not self.decided and len(buf) >= SNIFF_BYTES:
+            if not _looks_jsonrpc(buf):
                 self.done = True
                 return False
             self.decided = True
@@ -173,7 +182,7 @@ class BodySink:
             return
         self.done = True
         raw = self.buf
-        self.buf = bytearray()
+        self.buf = b""
         if not self.decided and raw.find(b'"jsonrpc"', 0, SNIFF_BYTES * 2) < 0:  # _looks_jsonrpc without copies
             return
         buf = bytes(raw)
