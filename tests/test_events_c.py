@@ -89,3 +89,39 @@ def test_c_decoder_declines_what_python_must_do():
     assert c_dec(bytes(unknown)).comm == "nevers"
     with pytest.raises(TypeError):
         events.c_decode(raw, 0, events.Event, {}, None)
+
+
+@needs_c
+def test_event_made_without_init_holds_its_references():
+    import gc
+    import sys
+    _, raws = read_events(str(FIXTURES[0]))
+    raw = next(r for r in raws if len(r) > HDR)
+    events.decode_py(raw)
+    comm = c_dec(raw).comm
+    before = sys.getrefcount(comm)
+    evs = [c_dec(raw) for _ in range(100)]
+    assert sys.getrefcount(comm) == before + 100  # each Event holds one reference to each of its fields
+    assert all(type(e) is events.Event and e == evs[0] for e in evs)
+    del evs
+    gc.collect()
+    assert sys.getrefcount(comm) == before
+
+
+@needs_c
+def test_event_type_with_post_init_is_called():
+    from dataclasses import dataclass
+
+    seen = []
+
+    @dataclass(slots=True)
+    class Checked(events.Event):
+        def __post_init__(self):
+            seen.append(self.pid)
+
+    _, raws = read_events(str(FIXTURES[0]))
+    raw = next(iter(raws))
+    events.decode_py(raw)
+    got = events.c_decode(raw, 0, Checked, events._addr_cache, events._comm_cache)
+    assert type(got) is Checked and seen == [got.pid]
+    assert c_dec(raw, 0) == events.decode_py(raw, 0)  # back to Event (made directly)

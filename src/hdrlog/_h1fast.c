@@ -23,6 +23,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 
 /* byte classes */
@@ -371,6 +372,54 @@ static PyObject *parse_head(PyObject *self, PyObject *const *args, Py_ssize_t na
  * the caches), a timestamp sum outside 64 bits.  tests/test_events.py checks both decode every fixture event, and
  * random records, identically. */
 #define EV_HDR 104
+#define EV_NFIELDS 16
+
+/* Event (a slots dataclass whose __init__ only assigns its fields in order) is made without running that __init__:
+ * allocated as object.__new__ would (tp_alloc) and its 16 slots filled at the offsets of their member descriptors,
+ * ~0.2 µs less per event. ev_slots finds them once per type; a type that does not look so (a field missing, not an
+ * object slot, a __post_init__) is called instead. */
+static const char *const ev_names[EV_NFIELDS] = {"ts_ns", "conn", "pid", "tid", "length", "offset", "lost", "kind",
+                                                  "fn", "dir", "attr", "local", "peer", "comm", "fd", "data"};
+static PyTypeObject *ev_type;    /* the type ev_off describes (a strong reference), or NULL */
+static int ev_direct;            /* 1: fill its slots directly, 0: call it */
+static Py_ssize_t ev_off[EV_NFIELDS];
+
+static void ev_slots(PyObject *type) {
+    Py_XDECREF(ev_type);
+    Py_INCREF(type);
+    ev_type = (PyTypeObject *)type;
+    ev_direct = 0;
+    if (!PyType_Check(type) || ev_type->tp_alloc == NULL || ev_type->tp_dict == NULL)
+        return;
+    if (PyDict_GetItemString(ev_type->tp_dict, "__post_init__") != NULL || ev_type->tp_itemsize != 0)
+        return;
+    for (int k = 0; k < EV_NFIELDS; k++) {
+        PyObject *d = PyDict_GetItemString(ev_type->tp_dict, ev_names[k]);
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type))
+            return;
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY) || m->offset < (Py_ssize_t)sizeof(PyObject) ||
+            m->offset + (Py_ssize_t)sizeof(PyObject *) > ev_type->tp_basicsize)
+            return;
+        ev_off[k] = m->offset;
+    }
+    ev_direct = 1;
+}
+
+static PyObject *ev_make(PyObject *type, PyObject **fields) {
+    if ((PyTypeObject *)type != ev_type)
+        ev_slots(type);
+    if (!ev_direct)
+        return PyObject_Vectorcall(type, fields, EV_NFIELDS, NULL);
+    PyObject *ev = ev_type->tp_alloc(ev_type, 0);
+    if (ev == NULL)
+        return NULL;
+    for (int k = 0; k < EV_NFIELDS; k++) {
+        Py_INCREF(fields[k]);
+        *(PyObject **)((char *)ev + ev_off[k]) = fields[k];
+    }
+    return ev;
+}
 static PyObject *decode_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "decode_event(raw, wall_offset_ns, Event, addr_cache, comm_cache) takes 5 arguments");
@@ -467,7 +516,7 @@ static PyObject *decode_event(PyObject *self, PyObject *const *args, Py_ssize_t 
     for (k = 0; k < 16; k++)
         if (ev_args[k] == NULL)
             goto error;
-    res = PyObject_Vectorcall(args[2], ev_args, 16, NULL);
+    res = ev_make(args[2], ev_args);
     goto done;
 none:
     res = Py_None;
