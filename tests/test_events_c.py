@@ -95,10 +95,14 @@ def test_c_decoder_declines_what_python_must_do():
 def test_event_made_without_init_holds_its_references():
     import gc
     import sys
-    _, raws = read_events(str(FIXTURES[0]))
-    raw = next(r for r in raws if len(r) > HDR)
+    raw = bytearray(HDR + 10)
+    raw[84:100] = b"refcount-probe\0\0"  # a comm of its own: other tests' garbage holds no reference to it
+    raw = bytes(raw)
+    events._comm_cache.pop(raw[84:100], None)
     events.decode_py(raw)
     comm = c_dec(raw).comm
+    assert comm == "refcount-probe"
+    gc.collect()
     before = sys.getrefcount(comm)
     evs = [c_dec(raw) for _ in range(100)]
     assert sys.getrefcount(comm) == before + 100  # each Event holds one reference to each of its fields
