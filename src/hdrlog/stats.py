@@ -98,12 +98,7 @@ def _content_length(rec: dict) -> int | None:
             if len(n) == 14 and n.lower() == "content-length":  # len first: lower() on every name cost ~0.1 µs
                 v = x
                 break
-    if v is None:
-        return None
-    try:
-        return int(v.strip())
-    except ValueError:
-        return None
+    return statsbatch.content_length_value(v)
 
 
 def mcp_items(rec: dict) -> list[dict]:

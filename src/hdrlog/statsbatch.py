@@ -50,7 +50,8 @@ def rebuild(atoms: tuple, clen) -> dict:
     return rec
 
 
-def _clen(v) -> int | None:
+def content_length_value(v) -> int | None:
+    """A Content-Length header value as an int, None if absent or not a number (stats._content_length too)."""
     if v is None:
         return None
     try:
@@ -129,14 +130,14 @@ def aggregate(st, q: list) -> bool:
         st._last_ts = hi
     groups = st._groups
     for (method, path, peer, raw), c in req_sigs.items():
-        clen = _clen(raw)
+        clen = content_length_value(raw)
         for g in groups((method, path, peer)):
             g.requests += c
             if clen is not None:
                 g.req_bytes += clen * c
                 g.req_bytes_known += c
     for (method, path, peer, raw, status), c in resp_sigs.items():
-        clen = _clen(raw)
+        clen = content_length_value(raw)
         body = clen is not None and method != "HEAD" and status not in _NO_BODY
         for g in groups((method, path, peer)):
             g.responses += c
