@@ -140,8 +140,9 @@ def cut(blob: bytes, points) -> list[bytes]:
     return [blob[a:b] for a, b in zip([0] + pts, pts + [len(blob)]) if a < b]
 
 
-def mangle(data, blob: bytearray) -> bytearray:
-    for _ in range(data.draw(st.integers(0, 4), label="nmut")):
+def mangle(data, blob: bytearray, most: int = 4) -> bytearray:
+    """Up to `most` random flips, drops, inserts and duplications in blob (also used by test_h1fast)."""
+    for _ in range(data.draw(st.integers(0, most), label="nmut")):
         if not blob:
             break
         i = data.draw(st.integers(0, len(blob) - 1), label="at")

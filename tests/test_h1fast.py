@@ -18,6 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from test_fuzz import mangle
+
 from hdrlog import doctor, http1_fast
 from hdrlog.http1 import MAX_HEADER_BYTES, Http1Parser
 from hdrlog.mcp import Mcp
@@ -268,7 +270,7 @@ def heads(draw, req: bool):
 @given(st.booleans(), st.data())
 def test_what_the_c_parser_takes_llhttp_parses_the_same(req, data):
     head = data.draw(heads(req))
-    head = bytes(_mangle(data, bytearray(head), 2))
+    head = bytes(mangle(data, bytearray(head), 2))
     tail = data.draw(st.sampled_from([b"", b"abc", b"GET / HTTP/1.1\r\n\r\n", b"\r\n"]))
     r = parse_head(exact(head + tail), 0, req, MAX_HEADER_BYTES)
     for k in range(len(head)):  # and cut anywhere
@@ -431,23 +433,6 @@ def test_the_fixture_exchange_takes_the_fast_path(counting):
     assert counting.taken == 3 and sum(e[0] == "msg" for e in log) == 3
 
 
-def _mangle(data, blob: bytearray, most: int = 4) -> bytearray:
-    for _ in range(data.draw(st.integers(0, most), label="nmut")):
-        if not blob:
-            break
-        i = data.draw(st.integers(0, len(blob) - 1), label="at")
-        op = data.draw(st.sampled_from(["flip", "drop", "insert", "dup"]), label="op")
-        if op == "flip":
-            blob[i] ^= data.draw(st.integers(1, 255), label="x")
-        elif op == "drop":
-            del blob[i:i + data.draw(st.integers(1, 16), label="n")]
-        elif op == "insert":
-            blob[i:i] = data.draw(st.binary(min_size=1, max_size=20), label="ins")
-        else:
-            blob[i:i] = blob[i:i + data.draw(st.integers(1, 64), label="n")]
-    return blob
-
-
 @st.composite
 def messages(draw, req: bool):
     head = draw(heads(req))
@@ -476,7 +461,7 @@ def test_random_and_hostile_streams_same_both_ways(data):
     parts = data.draw(st.lists(st.one_of(messages(req), messages(req), st.sampled_from(
         [NEXT_REQ, RESP_J + JSON_BODY, b"\r\n", b"\x00" * 8, b"garbage"]), st.binary(max_size=30)),
         min_size=1, max_size=6), label="parts")
-    blob = bytes(_mangle(data, bytearray(b"".join(parts)), 3))
+    blob = bytes(mangle(data, bytearray(b"".join(parts)), 3))
     mode = data.draw(st.sampled_from(["whole", "bytes", "random", "random"]), label="mode")
     if mode == "whole":
         chunks = [blob]
