@@ -99,11 +99,15 @@ def test_a_refused_placed_offset_falls_back_to_the_entry(procs, certs, tmp_path)
         link = uprobelink.attach_multi(prog, str(copy), [read.offset], dummy.pid, False,
                                        ref_ctr_offsets=[_writable_data_offset(str(copy))])
         try:
-            h = Run(procs, tmp_path, [gw.pid])
+            h = Run(procs, tmp_path, [gw.pid], extra=["--verbose"])
             err_text = h.stderr()
             assert f"the kernel refused a uprobe at {read.where}" in err_text, err_text
             assert "SSL_read, SSL_read_ex are probed at their entries instead" in err_text, err_text
             assert err_text.count("the kernel refused a uprobe at") == 1  # said once
+            # --verbose gives each moved probe's real reason (not "--placement entry", which was not asked for)
+            moved = [ln for ln in err_text.splitlines() if ln.startswith("hdrlog: probe ") and " ossl_read" in ln]
+            assert moved and all(f"refused the placed offset {read.where}" in ln for ln in moved), err_text
+            assert not any("--placement entry" in ln for ln in moved), err_text
             for i in range(3):
                 assert _get(port, f"/refused-{i}") in (200, 404)
             time.sleep(0.3)

@@ -224,7 +224,8 @@ class ProbeSet:
                               f"{', '.join(sorted(names))} " + ("is probed at its entry" if len(names) == 1 else
                                                                   "are probed at their entries") + " instead")
         left = {id(s): s for s in again + todo if id(s) not in attached and not touches(s)}
-        return list(left.values()) + [s for s in entry if s.symbol in names]
+        why = f"the kernel refused the placed offset {where} (EINVAL), so at the entry instead"
+        return list(left.values()) + [s._replace_why(why) for s in entry if s.symbol in names]
 
     @staticmethod
     def _explain(pid: int, exc: HdrlogError) -> HdrlogError:
