@@ -74,21 +74,28 @@ setup-venv:
 	  false
 	fi
 
-# Re-installed only when pyproject.toml or the C extension's source is newer than the stamp, the built extension
-# is missing (git clean) or the venv is new. The editable install builds src/hdrlog/_h1fast*.so in place.
+# Re-installed only when pyproject.toml or a C extension's source is newer than the stamp, a built extension is
+# missing (git clean) or the venv is new. The editable install builds src/hdrlog/_*.so in place (one per
+# src/hdrlog/_*.c, each declared in pyproject.toml's ext-modules).
+EXT_SRCS := $(wildcard src/hdrlog/_*.c)
+EXT_MODS := $(patsubst src/hdrlog/%.c,hdrlog.%,$(EXT_SRCS))
 setup-pip:
 	@$(call step,pip install -e .)
-	if [ -f $(STAMP_INSTALL) ] && [ $(STAMP_INSTALL) -nt pyproject.toml ] && [ $(STAMP_INSTALL) -nt src/hdrlog/_h1fast.c ] \
-	   && compgen -G 'src/hdrlog/_h1fast.*.so' >/dev/null \
-	   && compgen -G '$(VENV)/lib/python3*/site-packages/hdrlog-*.dist-info' >/dev/null; then
-	  echo "==> pip: hdrlog already installed (editable)"; exit 0
-	fi
+	fresh=1
+	[ -f $(STAMP_INSTALL) ] && [ $(STAMP_INSTALL) -nt pyproject.toml ] || fresh=0
+	for c in $(EXT_SRCS); do
+	  [ $(STAMP_INSTALL) -nt "$$c" ] && compgen -G "$${c%.c}.*.so" >/dev/null || fresh=0
+	done
+	compgen -G '$(VENV)/lib/python3*/site-packages/hdrlog-*.dist-info' >/dev/null || fresh=0
+	if (( fresh )); then echo "==> pip: hdrlog already installed (editable)"; exit 0; fi
 	# the hatchling editable install of earlier trees leaves an empty site-packages/hdrlog directory behind,
 	# which Python would import as a namespace package ahead of setuptools' editable finder
 	for d in $(VENV)/lib/python3*/site-packages/hdrlog; do [ ! -d "$$d" ] || rmdir --ignore-fail-on-non-empty "$$d"; done
-	echo "==> pip: $(PY) -m pip install -e . (builds the C extension hdrlog._h1fast)"
+	echo "==> pip: $(PY) -m pip install -e . (builds the C extensions $(EXT_MODS))"
 	$(PY) -m pip install -q -e .
-	$(PY) -c 'import hdrlog._h1fast' || { echo >&2 "*** the C extension hdrlog._h1fast was not built (gcc, python3-dev?)"; false; }
+	for m in $(EXT_MODS); do
+	  $(PY) -c "import $$m" || { echo >&2 "*** the C extension $$m was not built (gcc, python3-dev?)"; false; }
+	done
 	touch $(STAMP_INSTALL)
 
 setup-link:
