@@ -1,4 +1,8 @@
-"""Output records: one JSON object per line (the contract in README.md and records.schema.json)."""
+"""Output records: one JSON object per line (the contract in README.md and records.schema.json).
+
+:func:`http_record` is hdrlog._recfast's C version of :func:`http_record_py` when that extension is built
+(redact.FAST = False makes it call http_record_py, the reference: tests/test_recfast.py compares them).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 from hdrlog.conntrack import Conn
 from hdrlog.events import Event
 from hdrlog.model import HttpMessage
+from hdrlog import redact
 from hdrlog.redact import Redactor
 
 _last_sec = -1
@@ -48,7 +53,7 @@ def _path(conn: Conn, redactor: Redactor, path: str) -> str:
     return red
 
 
-def http_record(conn: Conn, direction: str, msg: HttpMessage, ev: Event, redactor: Redactor) -> dict:
+def http_record_py(conn: Conn, direction: str, msg: HttpMessage, ev: Event, redactor: Redactor) -> dict:
     # built as one dict literal per kind (keys in the order of the output contract), not grown key by key
     global _last_sec, _last_prefix
     sec, ns = divmod(msg.ts_ns, 1_000_000_000)  # rfc3339(), inline: one call less per record
@@ -88,9 +93,15 @@ def http_record(conn: Conn, direction: str, msg: HttpMessage, ev: Event, redacto
     extra = msg.extra
     if extra:
         rec.update(extra)
-        if "mcp" in extra and redactor.is_secret_name("mcp-session-id") and not redactor.show_secrets:
-            _redact_mcp_session(rec, redactor)
+        if "mcp" in extra:
+            _mcp_tail(rec, redactor)
     return rec
+
+
+def _mcp_tail(rec: dict, redactor: Redactor) -> None:
+    """An MCP record's session redacted when the Mcp-Session-Id header is (the C http_record calls it too)."""
+    if redactor.is_secret_name("mcp-session-id") and not redactor.show_secrets:
+        _redact_mcp_session(rec, redactor)
 
 
 def _redact_mcp_session(rec: dict, redactor: Redactor) -> None:
@@ -101,6 +112,12 @@ def _redact_mcp_session(rec: dict, redactor: Redactor) -> None:
         if o.get("session"):
             o["session"] = redactor.value(o["session"])
     rec["mcp"] = objs if isinstance(m, list) else objs[0]
+
+
+if redact._recfast is not None:
+    http_record = redact._recfast.Recorder(http_record_py, _mcp_tail, vars(redact)).http_record
+else:
+    http_record = http_record_py
 
 
 def simple(type_: str, **fields) -> dict:

@@ -10,6 +10,10 @@ What is kept, because auditors need it and it is not secret: the scheme of Autho
 headers (``Bearer <redacted:…>``), cookie names (``sid=<redacted:…>; theme=<redacted:…>``), the
 name and attributes of Set-Cookie (``sid=<redacted:…>; Path=/; HttpOnly``), and everything in a path
 except the values of secret-looking query parameters.
+
+The C extension ``hdrlog._recfast`` (when built) does the work of :meth:`Redactor.headers` and
+``records.http_record`` with the same memos and markers; :data:`FAST` = False forces this module's code, the
+reference (tests/test_recfast.py compares the two).
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ import secrets
 from collections.abc import Iterable
 from urllib.parse import unquote
 
+try:
+    from hdrlog import _recfast
+except ImportError:  # not built: the Python code alone
+    _recfast = None
+
 __all__ = ["Redactor", "Headers", "DEFAULT_KEY_FILE", "EPHEMERAL_KEY", "KEY_PROBLEM", "load_key"]
+
+#: False: Redactor.headers and records.http_record run the Python code (the reference) even when hdrlog._recfast is
+#: built (read on every call)
+FAST = True
 
 DEFAULT_KEY_FILE = "/var/lib/hdrlog/redact.key"
 KEY_BYTES = 32
@@ -250,6 +263,12 @@ class Redactor:
         # hash(value) -> redacted header value, one memo per class (the redacted value depends on the class and the
         # value only). A _WHOLE value's redacted value is its marker: its memo is the markers' one.
         self._values: tuple[dict[int, str] | None, ...] = (None, self._markers, None, {}, {}, {})
+        # the C side (hdrlog._recfast.Redact): the pad states hashed from the same key block, these same memos, and
+        # show_secrets as it is now (fixed for a Redactor's life); a subclass keeps to the Python code
+        self._fast = None
+        if _recfast is not None and type(self) is Redactor:
+            self._fast = _recfast.Redact(k.ljust(64, b"\0"), self._codes, self._values, self._markers, _MEMO_MAX,
+                                         show_secrets, Headers)
 
     # ------------------------------------------------------------------ public API
 
@@ -297,6 +316,11 @@ class Redactor:
 
     def headers(self, headers: list[tuple[str, str]]) -> list[list[str]]:
         """JSON-ready ``[name, value]`` pairs, wire order kept, secret values redacted (a :class:`Headers`)."""
+        f = self._fast
+        if f is not None and FAST:
+            out = f.headers(self, headers)  # the same in C (None: declined, anything but str pairs in a list/tuple)
+            if out is not None:
+                return out
         if self.show_secrets:
             return [[n, v] for n, v in headers]
         out = Headers()
