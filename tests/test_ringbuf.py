@@ -1,4 +1,5 @@
-"""ringbuf.RingReader against a real BPF ring buffer: sizes, discards and many wrap-arounds."""
+"""ringbuf.RingReader against a real BPF ring buffer: sizes, discards and many wrap-arounds, with the Python loop
+and with the C walk (hdrlog._ringfast)."""
 
 from __future__ import annotations
 
@@ -40,10 +41,16 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
 """
 
 
-def test_ring_reader_batches_wraps_and_skips_discards():
+@pytest.mark.parametrize("fast", [False, True], ids=["python", "c"])
+def test_ring_reader_batches_wraps_and_skips_discards(fast, monkeypatch):
     from bcc import BPF
 
+    from hdrlog import ringbuf
     from hdrlog.ringbuf import RingReader
+
+    if fast and ringbuf._walk is None:
+        pytest.skip("hdrlog._ringfast not built")
+    monkeypatch.setattr(RingReader, "fast", fast)
 
     b = BPF(text=PROG.encode())
     cfg = b[b"cfg"]
@@ -57,6 +64,7 @@ def test_ring_reader_batches_wraps_and_skips_discards():
 
     rb = b[b"rb"]
     reader = RingReader(rb.map_fd, int(rb.max_entries), cb)
+    assert (reader._walk is not None) == fast
     try:
         total = 2000
         for i in range(total):

@@ -77,6 +77,15 @@ class Pipeline:
         if self.tap is not None:
             self.tap(ev, self.tracker)
 
+    def ring_dispatch(self) -> tuple | None:
+        """What ringbuf's C walk needs to do on_raw's common case itself, one batch at a time: decode a record with
+        the C decoder and hand the Event to tracker.on_event, without a Python frame of on_raw per record; a record
+        the decoder declines, or a FORK event, still goes to on_raw. None (on_raw for every record) with a
+        recorder or a tap, or without the C decoder."""
+        if self.recorder is not None or self.tap is not None or _c_decode is None:
+            return None
+        return (_c_decode, self.wall_offset_ns, Event, _ADDRS, _COMMS, self.tracker.on_event, _FORK)
+
     def _emit(self, conn: Conn, direction: str, msg: HttpMessage, ev: Event) -> None:
         self.messages_by_pid[conn.pid] += 1
         if msg.truncated:
