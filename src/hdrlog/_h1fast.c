@@ -123,13 +123,30 @@ static int version_at(const unsigned char *s) {
     return -1;
 }
 
-/* The parse proper. On success: *out (a new 7-tuple); returns 1. Not sure: returns 0. Error (memory): -1. */
-static int parse(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int request, Py_ssize_t limit,
-                 PyObject **out) {
+/* A parsed head (parse_into), also what the capsule `api` hands to hdrlog._h1feed (which declares the same struct:
+ * H1_API_VERSION and the struct's size are checked there). */
+typedef struct {
+    Py_ssize_t end;                       /* offset just after the blank line */
+    PyObject *first, *second, *headers;   /* owned: method (str) or status (int), target or reason, the header list */
+    PyObject *host;                       /* borrowed from headers: the first Host value (requests), or NULL */
+    long long clen;                       /* the one Content-Length, or -1 */
+    int minor, status;                    /* 0 or 1; the status code (responses), else 0 */
+    /* borrowed from headers: the LAST Content-Type, Mcp-Session-Id and MCP-Protocol-Version values (what
+     * hdrlog.mcp.Mcp reads), or NULL; whether that Content-Type value is ASCII */
+    PyObject *ctype, *session, *mversion;
+    int ctype_ascii;
+} h1_head;
+
+/* The parse proper. On success: *hd filled (first, second and headers owned); returns 1. Not sure: returns 0.
+ * Error (memory): -1. */
+static int parse_into(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int request, Py_ssize_t limit,
+                      h1_head *hd) {
     Py_ssize_t lim = (limit < len - pos) ? pos + limit : len;
     Py_ssize_t i = pos, j;
-    int minor;
-    PyObject *first = NULL, *second = NULL, *headers = NULL, *host = NULL, *res = NULL;
+    int minor, status = 0;
+    PyObject *first = NULL, *second = NULL, *headers = NULL, *host = NULL;
+    PyObject *ctype = NULL, *session = NULL, *mversion = NULL;
+    int ctype_ascii = 1;
     long long clen = -1;
 
     if (request) {
@@ -173,7 +190,7 @@ static int parse(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int r
         const unsigned char *d = buf + i + 9;
         if (d[0] < '2' || d[0] > '9' || d[1] < '0' || d[1] > '9' || d[2] < '0' || d[2] > '9')
             return 0;
-        int status = (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
+        status = (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
         i += 12;
         Py_ssize_t rs = i, re;
         int ascii = 1;
@@ -229,7 +246,7 @@ static int parse(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int r
 
         const unsigned char *nm = buf + ns;
         Py_ssize_t nl = ne - ns;
-        int is_host = 0;
+        int is_host = 0, mcp_class = 0;  /* 1 Content-Type, 2 Mcp-Session-Id, 3 MCP-Protocol-Version */
         switch (nl) {
         case 4:
             is_host = request && host == NULL && name_is(nm, nl, "host", 4);
@@ -238,8 +255,18 @@ static int parse(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int r
             if (name_is(nm, nl, "upgrade", 7))
                 goto notsure;
             break;
+        case 12:
+            if (name_is(nm, nl, "content-type", 12))
+                mcp_class = 1;
+            break;
+        case 20:
+            if (name_is(nm, nl, "mcp-protocol-version", 20))
+                mcp_class = 3;
+            break;
         case 14:
-            if (name_is(nm, nl, "content-length", 14)) {
+            if (name_is(nm, nl, "mcp-session-id", 14)) {
+                mcp_class = 2;
+            } else if (name_is(nm, nl, "content-length", 14)) {
                 if (clen >= 0 || ve == vs || ve - vs > 18)
                     goto notsure;
                 clen = 0;
@@ -273,34 +300,32 @@ static int parse(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int r
         PyTuple_SET_ITEM(pair, 1, value);
         if (is_host)
             host = value;  /* borrowed from the pair, which the list keeps */
+        if (mcp_class == 1) {
+            ctype = value;
+            ctype_ascii = ascii;
+        } else if (mcp_class == 2) {
+            session = value;
+        } else if (mcp_class == 3) {
+            mversion = value;
+        }
         int rc = PyList_Append(headers, pair);
         Py_DECREF(pair);
         if (rc < 0)
             goto error;
     }
 
-    res = PyTuple_New(7);
-    if (res == NULL)
-        goto error;
-    PyObject *o_end = PyLong_FromSsize_t(i), *o_cl = PyLong_FromLongLong(clen), *o_minor = PyLong_FromLong(minor);
-    if (o_end == NULL || o_cl == NULL || o_minor == NULL) {
-        Py_XDECREF(o_end);
-        Py_XDECREF(o_cl);
-        Py_XDECREF(o_minor);
-        Py_DECREF(res);
-        goto error;
-    }
-    if (host == NULL)
-        host = Py_None;
-    Py_INCREF(host);
-    PyTuple_SET_ITEM(res, 0, o_end);
-    PyTuple_SET_ITEM(res, 1, first);
-    PyTuple_SET_ITEM(res, 2, second);
-    PyTuple_SET_ITEM(res, 3, headers);
-    PyTuple_SET_ITEM(res, 4, o_cl);
-    PyTuple_SET_ITEM(res, 5, host);
-    PyTuple_SET_ITEM(res, 6, o_minor);
-    *out = res;
+    hd->end = i;
+    hd->first = first;
+    hd->second = second;
+    hd->headers = headers;
+    hd->host = host;
+    hd->clen = clen;
+    hd->minor = minor;
+    hd->status = status;
+    hd->ctype = ctype;
+    hd->session = session;
+    hd->mversion = mversion;
+    hd->ctype_ascii = ctype_ascii;
     return 1;
 
 notsure:
@@ -313,6 +338,39 @@ error:
     Py_XDECREF(second);
     Py_XDECREF(headers);
     return -1;
+}
+
+/* parse_into's result as parse_head's 7-tuple (the references in hd are given to it, or released) */
+static int parse(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, int request, Py_ssize_t limit,
+                 PyObject **out) {
+    h1_head hd;
+    int rc = parse_into(buf, len, pos, request, limit, &hd);
+    if (rc != 1)
+        return rc;
+    PyObject *res = PyTuple_New(7);
+    PyObject *o_end = PyLong_FromSsize_t(hd.end), *o_cl = PyLong_FromLongLong(hd.clen);
+    PyObject *o_minor = PyLong_FromLong(hd.minor);
+    if (res == NULL || o_end == NULL || o_cl == NULL || o_minor == NULL) {
+        Py_XDECREF(res);
+        Py_XDECREF(o_end);
+        Py_XDECREF(o_cl);
+        Py_XDECREF(o_minor);
+        Py_DECREF(hd.first);
+        Py_DECREF(hd.second);
+        Py_DECREF(hd.headers);
+        return -1;
+    }
+    PyObject *host = hd.host != NULL ? hd.host : Py_None;
+    Py_INCREF(host);
+    PyTuple_SET_ITEM(res, 0, o_end);
+    PyTuple_SET_ITEM(res, 1, hd.first);
+    PyTuple_SET_ITEM(res, 2, hd.second);
+    PyTuple_SET_ITEM(res, 3, hd.headers);
+    PyTuple_SET_ITEM(res, 4, o_cl);
+    PyTuple_SET_ITEM(res, 5, host);
+    PyTuple_SET_ITEM(res, 6, o_minor);
+    *out = res;
+    return 1;
 }
 
 static PyObject *parse_head(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -531,6 +589,15 @@ done:
     return res;
 }
 
+/* what hdrlog._h1feed calls (the capsule `api`): the head parser without a tuple built */
+#define H1_API_VERSION 1
+typedef struct {
+    int version;
+    size_t head_size;
+    int (*parse_into)(const unsigned char *, Py_ssize_t, Py_ssize_t, int, Py_ssize_t, h1_head *);
+} h1_api_t;
+static const h1_api_t h1_api = {H1_API_VERSION, sizeof(h1_head), parse_into};
+
 static PyMethodDef methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
      "parse_head(data, pos, request, limit) -> (end, method|status, target|reason, headers, content_length, "
@@ -556,5 +623,14 @@ PyMODINIT_FUNC PyInit__h1fast(void) {
         }
         method_len[k] = (Py_ssize_t)strlen(method_names[k]);
     }
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    PyObject *cap = PyCapsule_New((void *)&h1_api, "hdrlog._h1fast.api", NULL);
+    if (cap == NULL || PyModule_AddObject(m, "api", cap) < 0) {
+        Py_XDECREF(cap);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

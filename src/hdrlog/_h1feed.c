@@ -1,13 +1,787 @@
-/* hdrlog._h1feed: C fast path of HTTP/1 connection feeding (hdrlog.conntrack, hdrlog.http1).
+/* hdrlog._h1feed: C fast path of HTTP/1 connection feeding (hdrlog.http1.Http1Parser.feed's common case).
  *
- * Empty for now: the Python side uses what this module provides only when it has it (getattr), and runs its
- * own code otherwise.
+ * Feeder(api, Http1Parser, HttpMessage, Mcp, BodySink, consts).feed(parser, data, ts_ns) does what
+ * Http1Parser.feed does with the fast path on (http1_fast.FastHeads) for a chunk in the common state, and returns
+ * the finished messages; it returns None, having changed nothing, for anything else (the Python feed then runs):
+ *
+ *  - the parser in state "http", llhttp between messages (not _in_msg), Http1Parser.fast and .cfeed true;
+ *  - a chunk that continues the body of a message the fast path took (_fskip: skipped, or handed to the held
+ *    message's sink) and ends inside it or at its end;
+ *  - else no body under way and a head that _h1fast's parser takes at the chunk's start, with no segment
+ *    boundary inside it (http1_scan.segments), whose body (by Content-Length) reaches at least the chunk's end: no
+ *    second message in the chunk, so no segments to find. The one case known only after response_to was asked
+ *    (a HEAD response with bytes after its head) goes on in Python (Http1Parser._resume) exactly where
+ *    FastHeads._fast would.
+ *
+ * The parser's, the messages' and the sinks' state lives in their Python slots, read and written at the offsets of
+ * their member descriptors (found once, when the Feeder is made; a type that does not look so makes Feeder fail
+ * and the Python code runs). The MCP body hook (hdrlog.mcp.Mcp, exactly that type) is decided here from the
+ * Content-Type, Mcp-Session-Id and MCP-Protocol-Version values the head parser found (no second pass over the
+ * headers): no hook call for a message it would not hold; a BodySink made here for a JSON/SSE message; a
+ * whole body of fewer than SNIFF_BYTES bytes without "jsonrpc" ends its sink without add()/finish() calls (they
+ * would do nothing else). Any other hook is called as Python calls it; a non-ASCII Content-Type or an Mcp-*
+ * header calls Mcp itself. Python exceptions raised by hooks and sinks are handled as Http1Parser.feed handles
+ * them (re-raised with Http1Parser.debug, else Http1Parser._fail).
+ *
+ * tests/test_h1feed.py compares this with the Python path on every fixture and on random and hostile streams.
+ * No static mutable state: everything a Feeder knows is in the Feeder object.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <string.h>
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_h1feed", "C fast path of HTTP/1 connection feeding (hdrlog.conntrack, hdrlog.http1).", -1, NULL, NULL, NULL, NULL, NULL,
+/* must match _h1fast.c's h1_head and h1_api_t (version and size checked) */
+#define H1_API_VERSION 1
+typedef struct {
+    Py_ssize_t end;
+    PyObject *first, *second, *headers;
+    PyObject *host;
+    long long clen;
+    int minor, status;
+    PyObject *ctype, *session, *mversion;
+    int ctype_ascii;
+} h1_head;
+typedef struct {
+    int version;
+    size_t head_size;
+    int (*parse_into)(const unsigned char *, Py_ssize_t, Py_ssize_t, int, Py_ssize_t, h1_head *);
+} h1_api_t;
+
+/* Http1Parser slots used here */
+enum { P_STATE, P_KIND, P_RT, P_RTSKIP, P_P, P_INMSG, P_METHOD, P_BODY, P_SINK, P_HELD, P_BMODE, P_BREM, P_CSTATE,
+       P_CLINE, P_SIDE, P_FSKIP, P_TENT, P_OUT, P_N };
+static const char *const p_names[P_N] = {"state", "kind", "_response_to", "_rt_skip", "_p", "_in_msg", "_method",
+                                         "_body", "_sink", "_held", "_bmode", "_brem", "_cstate", "_cline", "_side",
+                                         "_fskip", "_tentative", "_out"};
+/* HttpMessage fields, in __init__'s order */
+enum { M_KIND, M_PROTO, M_TS, M_HEADERS, M_METHOD, M_PATH, M_AUTH, M_STATUS, M_REASON, M_TRUNC, M_STREAM, M_LAT,
+       M_REQ, M_EXTRA, M_N };
+static const char *const m_names[M_N] = {"kind", "proto", "ts_ns", "headers", "method", "path", "authority",
+                                         "status", "reason", "truncated", "stream", "latency_ms", "request", "extra"};
+enum { O_LIMIT, O_CAND, O_N };
+static const char *const o_names[O_N] = {"limit", "candidates"};
+enum { K_OWNER, K_MSG, K_SSE, K_SESSION, K_VERSION, K_MCPHDR, K_BUF, K_TRUNC, K_DECIDED, K_DONE, K_N };
+static const char *const k_names[K_N] = {"owner", "msg", "sse", "session", "version", "mcp_hdr", "buf",
+                                         "truncated", "decided", "done"};
+
+#define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
+
+typedef struct {
+    PyObject_HEAD
+    const h1_api_t *api;
+    PyObject *api_cap;
+    PyTypeObject *ptype, *mtype, *otype, *ktype;  /* Http1Parser, HttpMessage, Mcp, BodySink */
+    Py_ssize_t poff[P_N], moff[M_N], ooff[O_N], koff[K_N];
+    PyObject *after[3];  /* http1_fast.AFTER */
+    PyObject *no_out;    /* http1._NO_OUT */
+    Py_ssize_t max_head, sniff;
+    /* strings */
+    PyObject *s_http, *s_request, *s_response, *s_tunnel, *s_side, *s_size, *s_head, *s_connect, *s_get;
+    PyObject *s_11, *s_10, *s_fast, *s_cfeed, *s_debug, *s_fail, *s_resume, *s_add, *s_finish, *empty_bytes;
+} Feeder;
+
+/* offsets of the member descriptors (object slots) of `names` in `type`; 0 if one is not such a slot */
+static int find_slots(PyTypeObject *type, const char *const *names, int n, Py_ssize_t *off) {
+    if (!PyType_Check(type) || type->tp_dict == NULL || type->tp_itemsize != 0)
+        return 0;
+    for (int k = 0; k < n; k++) {
+        PyObject *d = PyDict_GetItemString(type->tp_dict, names[k]);
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            /* inherited from a base (Http1Parser's mixins have empty __slots__: not expected) */
+            return 0;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY) || m->offset < (Py_ssize_t)sizeof(PyObject) ||
+            m->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize)
+            return 0;
+        off[k] = m->offset;
+    }
+    return 1;
+}
+
+static void set_slot(PyObject *o, Py_ssize_t off, PyObject *v) {  /* v: borrowed */
+    Py_INCREF(v);
+    Py_XSETREF(SLOT(o, off), v);
+}
+
+static int set_slot_ll(PyObject *o, Py_ssize_t off, long long v) {
+    PyObject *x = PyLong_FromLongLong(v);
+    if (x == NULL)
+        return -1;
+    Py_XSETREF(SLOT(o, off), x);
+    return 0;
+}
+
+/* a slot holding an int that fits a long long: 1 with *v; 0 if not (unset, not an int, too big) */
+static int get_ll(PyObject *o, Py_ssize_t off, long long *v) {
+    PyObject *x = SLOT(o, off);
+    if (x == NULL || !PyLong_CheckExact(x))
+        return 0;
+    int overflow;
+    *v = PyLong_AsLongLongAndOverflow(x, &overflow);
+    if (overflow || (*v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static int str_is(PyObject *a, PyObject *b) {  /* b: an interned str */
+    if (a == b)
+        return 1;
+    return a != NULL && PyUnicode_CheckExact(a) && PyUnicode_Compare(a, b) == 0;
+}
+
+static void feeder_dealloc(Feeder *F) {
+    PyObject_GC_UnTrack(F);
+    Py_CLEAR(F->api_cap);
+    Py_CLEAR(F->ptype);
+    Py_CLEAR(F->mtype);
+    Py_CLEAR(F->otype);
+    Py_CLEAR(F->ktype);
+    for (int k = 0; k < 3; k++)
+        Py_CLEAR(F->after[k]);
+    Py_CLEAR(F->no_out);
+    PyObject **strs[] = {&F->s_http, &F->s_request, &F->s_response, &F->s_tunnel, &F->s_side, &F->s_size,
+                         &F->s_head, &F->s_connect, &F->s_get, &F->s_11, &F->s_10, &F->s_fast, &F->s_cfeed,
+                         &F->s_debug, &F->s_fail, &F->s_resume, &F->s_add, &F->s_finish, &F->empty_bytes};
+    for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
+        Py_CLEAR(*strs[k]);
+    PyTypeObject *tp = Py_TYPE(F);
+    tp->tp_free((PyObject *)F);
+    Py_DECREF(tp);
+}
+
+static int feeder_traverse(Feeder *F, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(F));
+    Py_VISIT(F->ptype);
+    Py_VISIT(F->mtype);
+    Py_VISIT(F->otype);
+    Py_VISIT(F->ktype);
+    return 0;
+}
+
+/* Feeder(api, Http1Parser, HttpMessage, Mcp, BodySink, AFTER, NO_OUT, MAX_HEAD, SNIFF_BYTES) */
+static PyObject *feeder_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
+    PyObject *cap, *pt, *mt, *ot, *kt, *after, *no_out;
+    Py_ssize_t max_head, sniff;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnn", &cap, &pt, &mt, &ot, &kt, &after, &no_out, &max_head, &sniff))
+        return NULL;
+    const h1_api_t *api = PyCapsule_GetPointer(cap, "hdrlog._h1fast.api");
+    if (api == NULL)
+        return NULL;
+    if (api->version != H1_API_VERSION || api->head_size != sizeof(h1_head)) {
+        PyErr_SetString(PyExc_ImportError, "hdrlog._h1fast's api is not the one _h1feed was built for");
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(after) || PyTuple_GET_SIZE(after) != 3) {
+        PyErr_SetString(PyExc_TypeError, "AFTER must be a 3-tuple");
+        return NULL;
+    }
+    Feeder *F = (Feeder *)tp->tp_alloc(tp, 0);
+    if (F == NULL)
+        return NULL;
+    F->api = api;
+    Py_INCREF(cap);
+    F->api_cap = cap;
+    PyObject *types[4] = {pt, mt, ot, kt};
+    for (int k = 0; k < 4; k++)
+        Py_INCREF(types[k]);
+    F->ptype = (PyTypeObject *)pt;
+    F->mtype = (PyTypeObject *)mt;
+    F->otype = (PyTypeObject *)ot;
+    F->ktype = (PyTypeObject *)kt;
+    for (int k = 0; k < 3; k++) {
+        F->after[k] = PyTuple_GET_ITEM(after, k);
+        Py_INCREF(F->after[k]);
+    }
+    Py_INCREF(no_out);
+    F->no_out = no_out;
+    F->max_head = max_head;
+    F->sniff = sniff;
+    if (!find_slots(F->ptype, p_names, P_N, F->poff) || !find_slots(F->mtype, m_names, M_N, F->moff) ||
+        !find_slots(F->otype, o_names, O_N, F->ooff) || !find_slots(F->ktype, k_names, K_N, F->koff)) {
+        PyErr_SetString(PyExc_TypeError, "Feeder: a type's fields are not the object slots expected");
+        goto fail;
+    }
+    if (PyDict_GetItemString(F->mtype->tp_dict, "__post_init__") != NULL || F->mtype->tp_alloc == NULL ||
+        F->ktype->tp_alloc == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Feeder: HttpMessage or BodySink cannot be made here");
+        goto fail;
+    }
+    struct { PyObject **dst; const char *s; } strs[] = {
+        {&F->s_http, "http"}, {&F->s_request, "request"}, {&F->s_response, "response"}, {&F->s_tunnel, "tunnel"},
+        {&F->s_side, "side"}, {&F->s_size, "size"}, {&F->s_head, "HEAD"}, {&F->s_connect, "CONNECT"},
+        {&F->s_get, "GET"}, {&F->s_11, "http/1.1"}, {&F->s_10, "http/1.0"}, {&F->s_fast, "fast"},
+        {&F->s_cfeed, "cfeed"}, {&F->s_debug, "debug"}, {&F->s_fail, "_fail"}, {&F->s_resume, "_resume"},
+        {&F->s_add, "add"}, {&F->s_finish, "finish"},
+    };
+    for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++) {
+        *strs[k].dst = PyUnicode_InternFromString(strs[k].s);
+        if (*strs[k].dst == NULL)
+            goto fail;
+    }
+    F->empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    if (F->empty_bytes == NULL)
+        goto fail;
+    return (PyObject *)F;
+fail:
+    Py_DECREF(F);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ one feed call */
+
+typedef struct {
+    Feeder *F;
+    PyObject *p, *data, *out;
+    const unsigned char *buf;
+    Py_ssize_t n;
+    long long finals;
+} Call;
+
+static int is_final_msg(Call *c, PyObject *msg) {
+    Feeder *F = c->F;
+    if (!str_is(SLOT(msg, F->moff[M_KIND]), F->s_response))
+        return 0;
+    PyObject *st = SLOT(msg, F->moff[M_STATUS]);
+    if (st == NULL || st == Py_None)
+        return 1;
+    long s = PyLong_AsLong(st);
+    if (s == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;  /* not an int we can read: is_final(None)'s answer */
+    }
+    return s >= 200 || s == 101 || s < 100;
+}
+
+/* BodyCapture._release(complete): complete 1 / 0 = True / False, -1 = None. -1 on a Python error. */
+static int release(Call *c, int complete) {
+    Feeder *F = c->F;
+    PyObject *p = c->p;
+    PyObject *msg = SLOT(p, F->poff[P_HELD]), *sink = SLOT(p, F->poff[P_SINK]);
+    SLOT(p, F->poff[P_HELD]) = Py_NewRef(Py_None);  /* the references move to msg and sink */
+    SLOT(p, F->poff[P_SINK]) = Py_NewRef(Py_None);
+    int rc = 0;
+    if (sink != NULL && sink != Py_None && complete >= 0) {
+        PyObject *r = PyObject_CallMethodOneArg(sink, F->s_finish, complete ? Py_True : Py_False);
+        if (r == NULL)
+            rc = -1;
+        Py_XDECREF(r);
+    }
+    if (rc == 0 && msg != NULL && msg != Py_None) {
+        if (PyList_Append(c->out, msg) < 0)
+            rc = -1;
+        else if (is_final_msg(c, msg))
+            c->finals++;
+    }
+    Py_XDECREF(msg);
+    Py_XDECREF(sink);
+    return rc;
+}
+
+/* a whole body s[:k] that a fresh BodySink of `owner` (an Mcp), not decided (no Mcp-* header), would take with
+ * add() and drop at finish(True) without any other effect: within the owner's limit, too short to be sniffed
+ * (< SNIFF_BYTES) and without "jsonrpc" */
+static int body_is_quiet(Call *c, PyObject *owner, const unsigned char *s, Py_ssize_t k) {
+    Feeder *F = c->F;
+    long long limit;
+    if (k >= c->F->sniff || Py_TYPE(owner) != F->otype || !get_ll(owner, F->ooff[O_LIMIT], &limit) || k > limit)
+        return 0;
+    static const char needle[] = "\"jsonrpc\"";
+    if (k >= (Py_ssize_t)sizeof(needle) - 1 && memmem(s, (size_t)k, needle, sizeof(needle) - 1) != NULL)
+        return 0;
+    return 1;
+}
+
+/* the same for a BodySink made by Mcp that has taken nothing yet */
+static int sink_ends_quietly(Call *c, PyObject *sink, const unsigned char *s, Py_ssize_t k) {
+    Feeder *F = c->F;
+    if (Py_TYPE(sink) != F->ktype)
+        return 0;
+    PyObject *buf = SLOT(sink, F->koff[K_BUF]), *owner = SLOT(sink, F->koff[K_OWNER]);
+    if (buf == NULL || !PyBytes_CheckExact(buf) || PyBytes_GET_SIZE(buf) != 0 || owner == NULL ||
+        SLOT(sink, F->koff[K_DONE]) != Py_False || SLOT(sink, F->koff[K_DECIDED]) != Py_False ||
+        SLOT(sink, F->koff[K_TRUNC]) != Py_False)
+        return 0;
+    return body_is_quiet(c, owner, s, k);
+}
+
+/* BodyCapture._side_take(data, pos) with _side == 3: returns the end of the body bytes taken, -1 on error */
+static Py_ssize_t side_take(Call *c, Py_ssize_t pos) {
+    Feeder *F = c->F;
+    PyObject *p = c->p;
+    long long brem;
+    if (!get_ll(p, F->poff[P_BREM], &brem)) {
+        PyErr_SetString(PyExc_RuntimeError, "_h1feed: _brem is not an int");
+        return -1;
+    }
+    Py_ssize_t k = (brem < c->n - pos) ? (Py_ssize_t)brem : c->n - pos;
+    if (k > 0) {
+        brem -= k;
+        if (set_slot_ll(p, F->poff[P_BREM], brem) < 0)
+            return -1;
+        PyObject *sink = SLOT(p, F->poff[P_SINK]);
+        if (sink != NULL && sink != Py_None) {
+            if (brem == 0 && sink_ends_quietly(c, sink, c->buf + pos, k)) {
+                set_slot(sink, F->koff[K_DONE], Py_True);  /* add() kept the chunk, finish(True) found no jsonrpc */
+            } else {
+                PyObject *chunk = (pos == 0 && k == c->n) ? Py_NewRef(c->data)
+                                  : PyBytes_FromStringAndSize((const char *)c->buf + pos, k);
+                if (chunk == NULL)
+                    return -1;
+                Py_INCREF(sink);
+                PyObject *r = PyObject_CallMethodOneArg(sink, F->s_add, chunk);
+                Py_DECREF(sink);
+                Py_DECREF(chunk);
+                if (r == NULL)
+                    return -1;
+                int more = PyObject_IsTrue(r);
+                Py_DECREF(r);
+                if (more < 0)
+                    return -1;
+                if (!more && release(c, -1) < 0)
+                    return -1;
+            }
+        }
+    }
+    if (brem == 0) {
+        if (set_slot_ll(p, F->poff[P_SIDE], 0) < 0)
+            return -1;
+        set_slot(p, F->poff[P_BMODE], Py_None);
+        PyObject *held = SLOT(p, F->poff[P_HELD]);
+        if (held != NULL && held != Py_None && release(c, 1) < 0)
+            return -1;
+    }
+    return pos + k;
+}
+
+/* lower-case ASCII search of w in the str u (ASCII) */
+static int ascii_contains_ci(PyObject *u, const char *w) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(u), wn = (Py_ssize_t)strlen(w);
+    const unsigned char *s = PyUnicode_1BYTE_DATA(u);
+    for (Py_ssize_t i = 0; i + wn <= n; i++) {
+        Py_ssize_t j = 0;
+        while (j < wn && (unsigned char)(s[i + j] >= 'A' && s[i + j] <= 'Z' ? s[i + j] | 0x20 : s[i + j]) ==
+                             (unsigned char)w[j])
+            j++;
+        if (j == wn)
+            return 1;
+    }
+    return 0;
+}
+
+/* BodyCapture._want_body(msg, clen) for a fast head: 1 held (side capture set up), 0 not, 2 its body was in the
+ * chunk and taken quietly (the message is out), -1 a Python error */
+static int want_body(Call *c, PyObject *msg, h1_head *hd, int req, PyObject *method, Py_ssize_t h) {
+    Feeder *F = c->F;
+    PyObject *p = c->p, *hook = SLOT(p, F->poff[P_BODY]);
+    if (!req) {
+        int st = hd->status;
+        if (st == 204 || st == 304 || str_is(method, F->s_head) || (str_is(method, F->s_connect) && st < 300))
+            return 0;
+    }
+    PyObject *sink = NULL;
+    long long cl = hd->clen;
+    if (Py_TYPE(hook) == F->otype && (hd->ctype == NULL || hd->ctype_ascii) && hd->session == NULL &&
+        hd->mversion == NULL) {
+        /* hdrlog.mcp.Mcp.__call__ without an Mcp-* header */
+        if (hd->ctype == NULL)
+            return 0;
+        int sse = ascii_contains_ci(hd->ctype, "text/event-stream");
+        if (!sse && !ascii_contains_ci(hd->ctype, "json"))
+            return 0;
+        if (sse && str_is(method, F->s_get))
+            return 0;
+        long long cand;
+        if (!get_ll(hook, F->ooff[O_CAND], &cand) || set_slot_ll(hook, F->ooff[O_CAND], cand + 1) < 0)
+            return -1;
+        if (cl <= 0 && (req || cl == 0))
+            return 0;  /* no body: BodySink.finish(True) on nothing does nothing */
+        if (cl > 0 && h + cl <= c->n && body_is_quiet(c, hook, c->buf + h, (Py_ssize_t)cl)) {
+            /* the whole body is here and its sink would end quietly: the state _side_take leaves, the message out */
+            set_slot(p, F->poff[P_BMODE], Py_None);
+            if (set_slot_ll(p, F->poff[P_BREM], 0) < 0 || set_slot_ll(p, F->poff[P_SIDE], 0) < 0)
+                return -1;
+            set_slot(p, F->poff[P_CSTATE], F->s_size);
+            set_slot(p, F->poff[P_CLINE], F->empty_bytes);
+            if (PyList_Append(c->out, msg) < 0)
+                return -1;
+            if (!req)
+                c->finals++;
+            return 2;
+        }
+        PyObject *s = F->ktype->tp_alloc(F->ktype, 0);
+        if (s == NULL)
+            return -1;
+        PyObject *vals[K_N] = {hook, msg, sse ? Py_True : Py_False, Py_None, Py_None, Py_False, F->empty_bytes,
+                               Py_False, Py_False, Py_False};
+        for (int k = 0; k < K_N; k++)
+            SLOT(s, F->koff[k]) = Py_NewRef(vals[k]);
+        sink = s;
+    } else {
+        PyObject *args[2] = {msg, method};
+        sink = PyObject_Vectorcall(hook, args, 2, NULL);
+        if (sink == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return -1;
+            PyObject *dbg = PyObject_GetAttr(p, F->s_debug);
+            int d = dbg == NULL ? -1 : PyObject_IsTrue(dbg);
+            Py_XDECREF(dbg);
+            if (d != 0)
+                return -1;  /* debug: raise (as _want_body does); the original exception if reading debug failed */
+            PyErr_Clear();
+            return 0;
+        }
+        if (sink == Py_None) {
+            Py_DECREF(sink);
+            return 0;
+        }
+    }
+    /* framing known: Content-Length cl (-1: none); a response without one is not taken (see feed) */
+    if (cl <= 0) {
+        PyObject *r = PyObject_CallMethodOneArg(sink, F->s_finish, Py_True);
+        Py_DECREF(sink);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    Py_XSETREF(SLOT(p, F->poff[P_SINK]), sink);
+    set_slot(p, F->poff[P_HELD], msg);
+    set_slot(p, F->poff[P_BMODE], F->s_side);
+    if (set_slot_ll(p, F->poff[P_BREM], cl) < 0)
+        return -1;
+    set_slot(p, F->poff[P_CSTATE], F->s_size);
+    set_slot(p, F->poff[P_CLINE], F->empty_bytes);
+    return 1;
+}
+
+/* the head's HttpMessage, made as object.__new__ and its __init__ would (slots filled in order) */
+static PyObject *make_msg(Call *c, h1_head *hd, int req, PyObject *ts) {
+    Feeder *F = c->F;
+    PyObject *extra = PyDict_New();
+    if (extra == NULL)
+        return NULL;
+    PyObject *msg = F->mtype->tp_alloc(F->mtype, 0);
+    if (msg == NULL) {
+        Py_DECREF(extra);
+        return NULL;
+    }
+    PyObject *vals[M_N] = {req ? F->s_request : F->s_response, hd->minor ? F->s_11 : F->s_10, ts, hd->headers,
+                           req ? hd->first : Py_None, req ? hd->second : Py_None,
+                           req ? (hd->host ? hd->host : Py_None) : Py_None, req ? Py_None : hd->first,
+                           req ? Py_None : hd->second, Py_False, Py_None, Py_None, Py_None, extra};
+    for (int k = 0; k < M_N; k++)
+        SLOT(msg, F->moff[k]) = Py_NewRef(vals[k]);
+    Py_DECREF(extra);
+    return msg;
+}
+
+/* a bytes search in buf[a:b] as bytes.find: offset or -1 */
+static Py_ssize_t find(const unsigned char *buf, Py_ssize_t a, Py_ssize_t b, const char *w, Py_ssize_t wn) {
+    if (a < 0)
+        a = 0;
+    if (b - a < wn)
+        return -1;
+    const unsigned char *r = memmem(buf + a, (size_t)(b - a), w, (size_t)wn);
+    return r == NULL ? -1 : (Py_ssize_t)(r - buf);
+}
+
+/* a Python exception while the chunk was being taken: as Http1Parser.feed's except clause (debug: raise, else
+ * _fail()) with _out the messages so far */
+static PyObject *failed(Call *c) {
+    Feeder *F = c->F;
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL;
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyObject *dbg = PyObject_GetAttr(c->p, F->s_debug);
+    int d = dbg == NULL ? -1 : PyObject_IsTrue(dbg);
+    Py_XDECREF(dbg);
+    if (d != 0) {
+        if (d < 0) {  /* reading debug failed: that error */
+            Py_XDECREF(t);
+            Py_XDECREF(v);
+            Py_XDECREF(tb);
+        } else {
+            PyErr_Restore(t, v, tb);
+        }
+        return NULL;
+    }
+    Py_XDECREF(t);
+    Py_XDECREF(v);
+    Py_XDECREF(tb);
+    set_slot(c->p, F->poff[P_OUT], c->out);
+    PyObject *r = PyObject_CallMethodNoArgs(c->p, F->s_fail);
+    set_slot(c->p, F->poff[P_OUT], F->no_out);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    return Py_NewRef(c->out);
+}
+
+/* Feeder.feed(parser, data, ts_ns) -> list of messages, or None (nothing done: Http1Parser.feed's Python path) */
+static PyObject *feeder_feed(Feeder *F, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "feed(parser, data, ts_ns) takes 3 arguments");
+        return NULL;
+    }
+    PyObject *p = args[0], *data = args[1], *ts = args[2];
+    if (Py_TYPE(p) != F->ptype || !PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) == 0)
+        Py_RETURN_NONE;
+    PyObject *state = SLOT(p, F->poff[P_STATE]), *kind = SLOT(p, F->poff[P_KIND]);
+    if (!str_is(state, F->s_http) || SLOT(p, F->poff[P_INMSG]) != Py_False)
+        Py_RETURN_NONE;
+    /* the switches (tests turn them off) */
+    PyObject *flag = PyObject_GetAttr((PyObject *)F->ptype, F->s_fast);
+    int on = flag == NULL ? -1 : PyObject_IsTrue(flag);
+    Py_XDECREF(flag);
+    if (on > 0) {
+        flag = PyObject_GetAttr((PyObject *)F->ptype, F->s_cfeed);
+        on = flag == NULL ? -1 : PyObject_IsTrue(flag);
+        Py_XDECREF(flag);
+    }
+    if (on < 0)
+        return NULL;
+    if (!on)
+        Py_RETURN_NONE;
+    int req;
+    if (str_is(kind, F->s_request))
+        req = 1;
+    else if (str_is(kind, F->s_response))
+        req = 0;
+    else
+        Py_RETURN_NONE;
+    long long fskip, side;
+    if (!get_ll(p, F->poff[P_FSKIP], &fskip) || !get_ll(p, F->poff[P_SIDE], &side))
+        Py_RETURN_NONE;
+    Call c = {F, p, data, NULL, (const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0};
+    Py_ssize_t n = c.n;
+
+    if (fskip > 0) {  /* FastHeads._fast_body: the body of a message the fast path took goes on */
+        if (side == 0) {
+            if (fskip < n)
+                Py_RETURN_NONE;
+            if (set_slot_ll(p, F->poff[P_FSKIP], fskip - n) < 0)
+                return NULL;
+            return PyList_New(0);
+        }
+        long long brem;
+        if (side != 3 || !get_ll(p, F->poff[P_BREM], &brem) || brem < n)
+            Py_RETURN_NONE;
+        c.out = PyList_New(0);
+        if (c.out == NULL)
+            return NULL;
+        if (side_take(&c, 0) < 0)
+            goto error;
+        if (!get_ll(p, F->poff[P_SIDE], &side) || !get_ll(p, F->poff[P_BREM], &brem)) {
+            PyErr_SetString(PyExc_RuntimeError, "_h1feed: _side or _brem is not an int");
+            goto error;
+        }
+        if (set_slot_ll(p, F->poff[P_FSKIP], side ? brem : 0) < 0)
+            goto error;
+        return c.out;
+    }
+    if (side != 0 || SLOT(p, F->poff[P_HELD]) != Py_None)
+        Py_RETURN_NONE;
+
+    h1_head hd;
+    int rc = F->api->parse_into(c.buf, n, 0, req, F->max_head, &hd);
+    if (rc < 0)
+        return NULL;
+    if (rc == 0)
+        Py_RETURN_NONE;
+    Py_ssize_t h = hd.end;
+    PyObject *msg = NULL, *method = NULL;
+    /* FastHeads._fast with end -1: a segment boundary inside the head leaves it to llhttp */
+    Py_ssize_t inside;
+    if (req)
+        inside = find(c.buf, find(c.buf, 0, h, " HTTP/1.", 8) + 1, h, " HTTP/1.", 8);
+    else
+        inside = find(c.buf, 1, h, "HTTP/1.", 7);
+    /* and a message ending before the chunk's end (more in the chunk: segments) is left to Python, as are
+     * responses without a Content-Length (a body until close) */
+    int take;
+    if (req)
+        take = h + (hd.clen > 0 ? hd.clen : 0) >= n;
+    else if (hd.status == 204 || hd.status == 304)
+        take = h == n;
+    else
+        take = hd.clen >= 0 && h + hd.clen >= n;
+    if (inside >= 0 || !take) {
+        Py_DECREF(hd.first);
+        Py_DECREF(hd.second);
+        Py_DECREF(hd.headers);
+        Py_RETURN_NONE;
+    }
+    c.out = PyList_New(0);
+    if (c.out == NULL)
+        goto head_error;
+    msg = make_msg(&c, &hd, req, ts);
+    if (msg == NULL)
+        goto head_error;
+    PyObject *after;
+    if (req) {
+        method = Py_NewRef(Py_None);
+        after = F->after[hd.minor ? 1 : 0];
+    } else {
+        /* as on_message_begin: response_to(finals) or response_to(), an exception meaning None */
+        PyObject *rt = SLOT(p, F->poff[P_RT]), *rts = SLOT(p, F->poff[P_RTSKIP]);
+        int skip = rts == NULL ? 0 : PyObject_IsTrue(rts);
+        if (skip < 0 || rt == NULL)
+            goto head_error;
+        if (skip) {
+            PyObject *z = PyLong_FromLong(0);
+            if (z == NULL)
+                goto head_error;
+            method = PyObject_CallOneArg(rt, z);
+            Py_DECREF(z);
+        } else {
+            method = PyObject_CallNoArgs(rt);
+        }
+        if (method == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                goto head_error;
+            PyErr_Clear();
+            method = Py_NewRef(Py_None);
+        }
+        set_slot(p, F->poff[P_METHOD], method);
+        after = F->after[2];
+    }
+    PyObject *hook = SLOT(p, F->poff[P_BODY]);
+    if (hook != NULL && hook != Py_None) {
+        int w = want_body(&c, msg, &hd, req, method, h);
+        if (w < 0)
+            goto py_error;
+        if (w == 2) {
+            set_slot(p, F->poff[P_P], after);
+            goto done;
+        }
+        if (w == 1) {  /* held: as _side_run, the body from the end of the head */
+            if (set_slot_ll(p, F->poff[P_SIDE], 3) < 0 || side_take(&c, h) < 0)
+                goto py_error;
+            set_slot(p, F->poff[P_P], after);
+            long long s3, brem;
+            if (!get_ll(p, F->poff[P_SIDE], &s3) || !get_ll(p, F->poff[P_BREM], &brem)) {
+                PyErr_SetString(PyExc_RuntimeError, "_h1feed: _side or _brem is not an int");
+                goto py_error;
+            }
+            if (s3 && set_slot_ll(p, F->poff[P_FSKIP], brem) < 0)
+                goto py_error;
+            goto done;  /* the body reaches the chunk's end (take) */
+        }
+    }
+    if (PyList_Append(c.out, msg) < 0)
+        goto py_error;
+    long long blen;
+    if (req) {
+        blen = hd.clen > 0 ? hd.clen : 0;
+    } else {
+        c.finals++;  /* status >= 200: final */
+        if (str_is(method, F->s_head)) {  /* the stop after a HEAD response's head */
+            set_slot(p, F->poff[P_P], Py_None);
+            if (h >= n)
+                goto done;
+            /* the rest of the chunk: Http1Parser's loop from the end of the head */
+            PyObject *nxt = Py_BuildValue("(On)", data, h);
+            if (nxt == NULL)
+                goto py_error;
+            PyObject *fin = PyLong_FromLongLong(c.finals);
+            if (fin == NULL) {
+                Py_DECREF(nxt);
+                goto py_error;
+            }
+            PyObject *rargs[6] = {p, c.out, data, ts, fin, nxt};
+            PyObject *r = PyObject_VectorcallMethod(F->s_resume, rargs, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            Py_DECREF(fin);
+            Py_DECREF(nxt);
+            Py_DECREF(msg);
+            Py_DECREF(method);
+            Py_DECREF(hd.first);
+            Py_DECREF(hd.second);
+            Py_DECREF(hd.headers);
+            Py_DECREF(c.out);
+            return r;
+        }
+        if (str_is(method, F->s_connect) && hd.status < 300) {
+            set_slot(p, F->poff[P_P], Py_None);
+            set_slot(p, F->poff[P_STATE], F->s_tunnel);
+            set_slot(p, F->poff[P_TENT], Py_False);
+            goto done;
+        }
+        blen = (hd.status == 204 || hd.status == 304) ? 0 : hd.clen;
+    }
+    set_slot(p, F->poff[P_P], after);
+    if (set_slot_ll(p, F->poff[P_FSKIP], h + blen - n) < 0)  /* >= 0: take */
+        goto py_error;
+done:
+    Py_DECREF(msg);
+    Py_DECREF(method);
+    Py_DECREF(hd.first);
+    Py_DECREF(hd.second);
+    Py_DECREF(hd.headers);
+    return c.out;
+py_error: {
+        PyObject *r = failed(&c);
+        Py_XDECREF(msg);
+        Py_XDECREF(method);
+        Py_DECREF(hd.first);
+        Py_DECREF(hd.second);
+        Py_DECREF(hd.headers);
+        Py_DECREF(c.out);
+        return r;
+    }
+head_error:
+    Py_XDECREF(msg);
+    Py_XDECREF(method);
+    Py_DECREF(hd.first);
+    Py_DECREF(hd.second);
+    Py_DECREF(hd.headers);
+    Py_XDECREF(c.out);
+    return NULL;
+error: {
+        PyObject *r = failed(&c);
+        Py_DECREF(c.out);
+        return r;
+    }
+}
+
+static PyMethodDef feeder_methods[] = {
+    {"feed", (PyCFunction)(void (*)(void))feeder_feed, METH_FASTCALL,
+     "feed(parser, data, ts_ns) -> the messages Http1Parser.feed would return, or None (not taken: nothing done)"},
+    {NULL, NULL, 0, NULL},
 };
 
-PyMODINIT_FUNC PyInit__h1feed(void) { return PyModule_Create(&module); }
+static PyTypeObject FeederType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "hdrlog._h1feed.Feeder",
+    .tp_basicsize = sizeof(Feeder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Feeder(api, Http1Parser, HttpMessage, Mcp, BodySink, AFTER, NO_OUT, MAX_HEAD, SNIFF_BYTES)",
+    .tp_new = feeder_new,
+    .tp_dealloc = (destructor)feeder_dealloc,
+    .tp_traverse = (traverseproc)feeder_traverse,
+    .tp_methods = feeder_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_h1feed", "C fast path of HTTP/1 connection feeding (hdrlog.http1.Http1Parser.feed).",
+    -1, NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__h1feed(void) {
+    if (PyType_Ready(&FeederType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&FeederType);
+    if (PyModule_AddObject(m, "Feeder", (PyObject *)&FeederType) < 0) {
+        Py_DECREF(&FeederType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
