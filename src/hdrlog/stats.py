@@ -23,6 +23,11 @@ from hdrlog import statsbatch
 from hdrlog.errors import HdrlogError
 from hdrlog.redact import Headers
 
+try:
+    from hdrlog import _statsfast  # C: Stats.observe, JsonlSink.write, OutputSink.write (see its docstring)
+except ImportError:  # not built: the Python code below does it all
+    _statsfast = None
+
 _ATOMS = statsbatch.ATOMS
 
 RESERVOIR = 20000
@@ -204,7 +209,14 @@ class Stats:
     observe() keeps a few fields of a live record; every BATCH records, and before anything reads the statistics
     (result(), table(), and the aggregate attributes below, which are properties that count what is kept first),
     the batch is counted at once (statsbatch: counters per distinct (method, path, peer, status, Content-Length)
-    instead of per record), with the same result as add() on each record in the same order."""
+    instead of per record), with the same result as add() on each record in the same order.
+
+    With the C module (_statsfast.Acc, `fast`), observe is its C method instead: a live record is counted at once
+    into pending sums per group (latency reservoirs updated in place, groups made in record order), which the
+    readers above flush into the Python objects first; other records go to add()."""
+
+    #: count live records in C (_statsfast.Acc) where header statistics are off; tests compare with and without
+    fast = _statsfast is not None
 
     def __init__(self, headers: bool = True):
         self._routes: dict[tuple[str, str], Group] = {}
@@ -223,12 +235,16 @@ class Stats:
         self.rng = random.Random(0)
         self._keys: dict[tuple, tuple[Group, Group]] = {}  # see _add()
         self._q: list = []  # observed, not yet counted: [atoms, Content-Length, atoms, ...] (see observe)
+        self._acc = None  # _statsfast.Acc: pending sums of records counted in C (flushed by _drain)
         if headers:
             self.observe = self.add  # header values are counted record by record (HeaderStat's bounds)
+        elif self.fast:
+            self._acc = _statsfast.Acc(self, Headers, RESERVOIR, statsbatch.content_length_value)
+            self.observe = self._acc.observe
 
     def _drained(name: str):  # noqa: N805 - a property factory, used in the class body only
         def get(self):
-            if self._q:
+            if self._q or self._acc is not None:
                 self._drain()
             return getattr(self, name)
         return property(get, doc=f"{name[1:]}, with every observed record counted")
@@ -265,6 +281,10 @@ class Stats:
             self._drain()
 
     def _drain(self) -> None:
+        if self._acc is not None:
+            self._acc.flush()  # also tells it that Python may change the groups next
+            if not self._q:
+                return
         q, self._q = self._q, []
         if not statsbatch.aggregate(self, q):
             for i in range(0, len(q), 2):
@@ -272,7 +292,7 @@ class Stats:
 
     def add(self, rec: dict) -> None:
         """Count one record now (after any observed before it)."""
-        if self._q:
+        if self._q or self._acc is not None:
             self._drain()
         self._add(rec)
 
@@ -394,7 +414,7 @@ class Stats:
         return error
 
     def result(self, top: int = 5) -> dict:
-        if self._q:
+        if self._q or self._acc is not None:
             self._drain()
         def routes():
             rows = [{"method": k[0], "route": k[1], **g.summary()} for k, g in self._routes.items()]
