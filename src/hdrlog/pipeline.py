@@ -45,8 +45,12 @@ class Pipeline:
     def __init__(self, sink, redactor: Redactor, *, lib_of_pid: Callable[[int], str], max_bytes: int,
                  wall_offset_ns: int = events.WALL_OFFSET_NS, recorder: EventRecorder | None = None,
                  tap: Callable[[Event, Tracker], None] | None = None, mcp_payloads: bool = False,
-                 on_fork: Callable[[int, int], None] | None = None):
+                 on_fork: Callable[[int, int], None] | None = None,
+                 sink_error: Callable[[OSError], None] | None = None):
         self.sink = sink
+        # a record write's OSError (the output's reader gone, disk full) is handed here instead of raised through
+        # the ring walk: the session's guard without a wrapper's frame per record
+        self.sink_error = sink_error
         self.on_fork = on_fork  # (parent pid, child task id): a traced process forked (session rescans)
         self.tap = tap  # sees every decoded event after tracking (pcap.py, doctor's probe counters)
         self.redactor = redactor
@@ -90,4 +94,10 @@ class Pipeline:
         self.messages_by_pid[conn.pid] += 1
         if msg.truncated:
             self.truncated += 1
-        self.sink.write(http_record(conn, direction, msg, ev, self.redactor))
+        rec = http_record(conn, direction, msg, ev, self.redactor)
+        try:
+            self.sink.write(rec)
+        except OSError as exc:
+            if self.sink_error is None:
+                raise
+            self.sink_error(exc)

@@ -205,15 +205,23 @@ class Session:
         from hdrlog.pipeline import Pipeline
         from hdrlog.records import rfc3339
 
-        self.pipeline = Pipeline(self.sink, redactor, lib_of_pid=self._lib_of_pid, on_fork=self._on_fork,
+        # the records go to the sink itself (once per message: no guard's frame), their write errors to the guard,
+        # and nowhere once the output is gone
+        self.pipeline = Pipeline(self.sink.inner, redactor, lib_of_pid=self._lib_of_pid, on_fork=self._on_fork,
                                  max_bytes=self.opts.max_bytes, recorder=self.recorder,
-                                 tap=self.opts.event_tap, mcp_payloads=self.opts.mcp_payloads)
+                                 tap=self.opts.event_tap, mcp_payloads=self.opts.mcp_payloads,
+                                 sink_error=self.sink.failed)
+        self.sink.on_gone = self._output_gone
         self.probeset.open(self.pipeline.on_raw)
         pending, self._pending = self._pending, None
         for ns, fields in pending:
             rec = simple("attach", **fields)
             rec["ts"] = rfc3339(ns)  # when it was attached
             self.sink.write(rec)
+
+    def _output_gone(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.sink = _Discard()
 
     def _abandon(self) -> None:
         """Start failed: nothing stays attached, and close() must not drain/summarise a session that never ran."""
@@ -434,22 +442,32 @@ def _is_zombie(pid: int) -> bool:
 class _ReaderGone:
     """The sink, guarded: when the reader of our output goes away (`hdrlog attach ... | head -3`), the
     session stops quietly. A BrokenPipeError must not escape from a sink write: those happen inside the
-    ring-buffer callback, and an exception there skips records and keeps the buffer's memory exported."""
+    ring-buffer callback, and an exception there skips records and keeps the buffer's memory exported. The
+    pipeline writes its records to the inner sink and hands a write's OSError to failed()."""
 
     def __init__(self, inner, stop: threading.Event):
         self.inner = inner
         self.stop = stop
         self.gone = False
         self.error: str | None = None  # why the output could not be written (disk full, I/O error)
+        self.on_gone = None  # called once when the output fails (the session stops the pipeline's writes)
 
     def _guard(self, fn, *args) -> None:
         if self.gone:
             return
         try:
             fn(*args)
-        except BrokenPipeError:
-            self.gone = True
-            self.stop.set()
+        except OSError as exc:  # BrokenPipeError included
+            self.failed(exc)
+
+    def failed(self, exc: OSError) -> None:
+        """A write or flush of the output failed (here or in the pipeline, which writes records to the inner sink
+        itself): stop, say why once, and write nothing more."""
+        if self.gone:
+            return
+        self.gone = True
+        self.stop.set()
+        if isinstance(exc, BrokenPipeError):
             log("the output was closed by its reader; stopping")
             try:  # what is still buffered for stdout goes nowhere, instead of failing again at exit
                 fd = os.open(os.devnull, os.O_WRONLY)
@@ -457,12 +475,12 @@ class _ReaderGone:
                 os.close(fd)
             except OSError:
                 pass
-        except OSError as exc:
+        else:
             # disk full, quota, I/O error: stop (the probes are removed on the way out) and say why once
-            self.gone = True
-            self.stop.set()
             self.error = str(exc.strerror or exc)
             log(f"cannot write the output ({self.error}); stopping")
+        if self.on_gone is not None:
+            self.on_gone()
 
     def write(self, rec: dict) -> None:
         self._guard(self.inner.write, rec)
@@ -475,6 +493,16 @@ class _ReaderGone:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+
+class _Discard:
+    """Where the pipeline's records go once the output has failed."""
+
+    def write(self, rec: dict) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 @contextlib.contextmanager
