@@ -140,6 +140,14 @@ def records(draw):
     return rec
 
 
+def _outcome(st_obj) -> object:
+    """_state, or the error reading it raises (a damaged record counted half way, by Stats.add on both paths)."""
+    try:
+        return _state(st_obj), st_obj.table(top=4)
+    except Exception as exc:  # noqa: BLE001
+        return type(exc).__name__
+
+
 def _feed(st_obj, recs, method: str, reads: set) -> list:
     errors = []
     for i, rec in enumerate(recs):
@@ -149,7 +157,7 @@ def _feed(st_obj, recs, method: str, reads: set) -> list:
         except Exception as exc:  # noqa: BLE001 - the two paths must fail alike
             errors.append(type(exc).__name__)
         if i in reads:  # a reader in between flushes what is pending
-            st_obj.result()
+            errors.append(_outcome(st_obj))
     return errors
 
 
@@ -166,13 +174,12 @@ def test_generated_streams_count_as_add_does(recs, bounds, reads):
         c_err = _feed(c, recs, "observe", reads)
         ref_err = _feed(ref, recs, "add", reads)
         assert c_err == ref_err
-        assert _state(c) == _state(ref)
-        assert c.table(top=4) == ref.table(top=4)
-        if not any(ref_err):  # error-free: the Python batch path too
+        assert _outcome(c) == _outcome(ref)
+        if not any(isinstance(e, str) for e in ref_err):  # error-free: the Python batch path too
             _fast(False)
             py = Stats(headers=False)
             assert _feed(py, recs, "observe", reads) == ref_err
-            assert _state(py) == _state(ref)
+            assert _outcome(py) == _outcome(ref)
     finally:
         stats.RESERVOIR, stats.MAX_GROUPS, stats._MAX_KEYS = saved
 

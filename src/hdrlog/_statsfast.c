@@ -4,7 +4,7 @@
  * Acc(stats, Headers, reservoir, content_length_value): Stats.observe for a live record (stats.Stats keeps it as
  *   its `observe` when header statistics are off). A record is counted here, in record order, into pending sums
  *   per group (the route's and the peer's stats.Group, found once per distinct (method, path up to "?", peer) by
- *   calling Stats._groups, so groups are created and folded into "other" in record order, as Stats._add does);
+ *   calling Stats._find_groups, so groups are created and folded into "other" in record order, as Stats._add does);
  *   the order-dependent part, the latency reservoirs and the shared random generator, is updated at once in the
  *   Groups' own lists with rng.getrandbits drawn exactly as random.Random.randrange draws them. flush() adds the
  *   pending sums to the Python objects (Group attributes, statuses, kinds, protocols, first/last timestamps):
@@ -71,6 +71,8 @@ typedef struct {
     PyObject *lo, *hi;    /* smallest and largest ts pending */
     PyObject *getrandbits; /* stats.rng.getrandbits as of generation gbits_gen */
     long long gbits_gen;
+    long long ts_gen;     /* the generation ts_ok was found in */
+    int ts_ok;            /* Stats._first_ts and _last_ts are str or None (a damaged record may have set others) */
     long long gen;
     Py_ssize_t pending;
 } Acc;
@@ -364,7 +366,7 @@ static Py_ssize_t gstat_index(Acc *a, PyObject *g) {
     return i;
 }
 
-/* route and peer GStat indexes of (method, bare path, peer): Stats._groups on a new key */
+/* route and peer GStat indexes of (method, bare path, peer): Stats._find_groups on a new key */
 static int lookup(Acc *a, PyObject *method, PyObject *path, PyObject *peer, Py_ssize_t *ri, Py_ssize_t *pi) {
     if (a->c_method == method && a->c_path == path && a->c_peer == peer) {
         *ri = a->c_r;
@@ -401,7 +403,7 @@ static int lookup(Acc *a, PyObject *method, PyObject *path, PyObject *peer, Py_s
             goto fail;
         if (!PyTuple_Check(gs) || PyTuple_GET_SIZE(gs) != 2) {
             Py_DECREF(gs);
-            PyErr_SetString(PyExc_TypeError, "Stats._groups did not return two groups");
+            PyErr_SetString(PyExc_TypeError, "Stats._find_groups did not return two groups");
             goto fail;
         }
         Py_ssize_t r = gstat_index(a, PyTuple_GET_ITEM(gs, 0));
@@ -665,6 +667,21 @@ static int acc_count(Acc *a, PyObject *rec) {
     int c = clen_value(a, cl, &clen);
     if (c)
         return c;
+    if (ts != Py_None && PyUnicode_GET_LENGTH(ts) && a->ts_gen != a->gen) {
+        /* compared with a timestamp of another type, Stats._add raises: it does, at that record */
+        a->ts_ok = 1;
+        PyObject *attrs[2] = {s_first, s_last};
+        for (int i = 0; i < 2; i++) {
+            PyObject *v = PyObject_GetAttr(a->stats, attrs[i]);
+            if (v == NULL)
+                return -1;
+            a->ts_ok &= STR_OR_NONE(v);
+            Py_DECREF(v);
+        }
+        a->ts_gen = a->gen;
+    }
+    if (ts != Py_None && PyUnicode_GET_LENGTH(ts) && !a->ts_ok)
+        return 1;
     /* ---- the record is taken: find its groups (made now, in record order, if new) */
     Py_ssize_t idx[2];
     if (lookup(a, method, path, peer, &idx[0], &idx[1]) < 0)
@@ -1010,7 +1027,7 @@ static int intern_all(void) {
     I(s_kind, "kind") I(s_type, "type") I(s_proto, "proto") I(s_ts, "ts") I(s_conn, "conn") I(s_method, "method")
     I(s_path, "path") I(s_request, "request") I(s_response, "response") I(s_status, "status")
     I(s_latency, "latency_ms") I(s_headers, "headers") I(s_mcp, "mcp") I(s_http, "http") I(s_peer, "peer")
-    I(s_qmark, "?") I(s_HEAD, "HEAD") I(s_option, "option") I(s_groups, "_groups") I(s_add, "add") I(s_rng, "rng")
+    I(s_qmark, "?") I(s_HEAD, "HEAD") I(s_option, "option") I(s_groups, "_find_groups") I(s_add, "add") I(s_rng, "rng")
     I(s_getrandbits, "getrandbits") I(s_seen, "seen_latencies") I(s_latencies, "latencies")
     I(s_statuses, "statuses") I(s_kinds_attr, "_kinds") I(s_protos_attr, "_protos") I(s_first, "_first_ts")
     I(s_last, "_last_ts") I(s_content_length, "content_length")

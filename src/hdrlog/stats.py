@@ -314,10 +314,13 @@ class Stats:
         if groups is None:
             if len(self._keys) >= _MAX_KEYS:
                 self._keys.clear()
-            method, path, peer_addr = key
-            groups = self._keys[key] = (self._group(self._routes, (method, normalise_path(path))),
-                                        self._group(self._peers, peer_ip(peer_addr)))
+            groups = self._keys[key] = self._find_groups(key)
         return groups
+
+    def _find_groups(self, key: tuple) -> tuple[Group, Group]:
+        """_groups without its cache (the C path keeps its own: _statsfast.Acc)."""
+        method, path, peer_addr = key
+        return self._group(self._routes, (method, normalise_path(path))), self._group(self._peers, peer_ip(peer_addr))
 
     def _add(self, rec: dict) -> None:
         t = rec.get("type")
