@@ -59,6 +59,8 @@ enum { M_KIND, M_PROTO, M_TS, M_HEADERS, M_METHOD, M_PATH, M_AUTH, M_STATUS, M_R
        M_REQ, M_EXTRA, M_N };
 static const char *const m_names[M_N] = {"kind", "proto", "ts_ns", "headers", "method", "path", "authority",
                                          "status", "reason", "truncated", "stream", "latency_ms", "request", "extra"};
+enum { R_Q, R_STALE, R_N };
+static const char *const r_names[R_N] = {"_q", "_stale"};
 enum { O_LIMIT, O_CAND, O_N };
 static const char *const o_names[O_N] = {"limit", "candidates"};
 enum { K_OWNER, K_MSG, K_SSE, K_SESSION, K_VERSION, K_MCPHDR, K_BUF, K_TRUNC, K_DECIDED, K_DONE, K_N };
@@ -79,6 +81,10 @@ typedef struct {
     /* strings */
     PyObject *s_http, *s_request, *s_response, *s_tunnel, *s_side, *s_size, *s_head, *s_connect, *s_get;
     PyObject *s_11, *s_10, *s_fast, *s_cfeed, *s_debug, *s_fail, *s_resume, *s_add, *s_finish, *empty_bytes;
+    /* hdrlog.pairing.Pairer and its responders (_response_to_in, _response_to_out): read here, not called */
+    PyTypeObject *rtype;
+    PyObject *rt_in, *rt_out;
+    Py_ssize_t roff[2];
 } Feeder;
 
 /* offsets of the member descriptors (object slots) of `names` in `type`; 0 if one is not such a slot */
@@ -143,6 +149,9 @@ static void feeder_dealloc(Feeder *F) {
     for (int k = 0; k < 3; k++)
         Py_CLEAR(F->after[k]);
     Py_CLEAR(F->no_out);
+    Py_CLEAR(F->rtype);
+    Py_CLEAR(F->rt_in);
+    Py_CLEAR(F->rt_out);
     PyObject **strs[] = {&F->s_http, &F->s_request, &F->s_response, &F->s_tunnel, &F->s_side, &F->s_size,
                          &F->s_head, &F->s_connect, &F->s_get, &F->s_11, &F->s_10, &F->s_fast, &F->s_cfeed,
                          &F->s_debug, &F->s_fail, &F->s_resume, &F->s_add, &F->s_finish, &F->empty_bytes};
@@ -159,14 +168,17 @@ static int feeder_traverse(Feeder *F, visitproc visit, void *arg) {
     Py_VISIT(F->mtype);
     Py_VISIT(F->otype);
     Py_VISIT(F->ktype);
+    Py_VISIT(F->rtype);
+    Py_VISIT(F->rt_in);
+    Py_VISIT(F->rt_out);
     return 0;
 }
 
-/* Feeder(api, Http1Parser, HttpMessage, Mcp, BodySink, AFTER, NO_OUT, MAX_HEAD, SNIFF_BYTES) */
+/* Feeder(api, Http1Parser, HttpMessage, Mcp, BodySink, AFTER, NO_OUT, MAX_HEAD, SNIFF_BYTES, Pairer) */
 static PyObject *feeder_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
-    PyObject *cap, *pt, *mt, *ot, *kt, *after, *no_out;
+    PyObject *cap, *pt, *mt, *ot, *kt, *after, *no_out, *rtype;
     Py_ssize_t max_head, sniff;
-    if (!PyArg_ParseTuple(args, "OOOOOOOnn", &cap, &pt, &mt, &ot, &kt, &after, &no_out, &max_head, &sniff))
+    if (!PyArg_ParseTuple(args, "OOOOOOOnnO", &cap, &pt, &mt, &ot, &kt, &after, &no_out, &max_head, &sniff, &rtype))
         return NULL;
     const h1_api_t *api = PyCapsule_GetPointer(cap, "hdrlog._h1fast.api");
     if (api == NULL)
@@ -205,6 +217,21 @@ static PyObject *feeder_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_TypeError, "Feeder: a type's fields are not the object slots expected");
         goto fail;
     }
+    Py_INCREF(rtype);
+    F->rtype = (PyTypeObject *)rtype;
+    if (!find_slots(F->rtype, r_names, R_N, F->roff)) {
+        PyErr_SetString(PyExc_TypeError, "Feeder: Pairer's fields are not the object slots expected");
+        goto fail;
+    }
+    F->rt_in = PyDict_GetItemString(F->rtype->tp_dict, "_response_to_in");
+    F->rt_out = PyDict_GetItemString(F->rtype->tp_dict, "_response_to_out");
+    if (F->rt_in == NULL || F->rt_out == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Feeder: Pairer has no _response_to_in/_response_to_out");
+        F->rt_in = F->rt_out = NULL;
+        goto fail;
+    }
+    Py_INCREF(F->rt_in);
+    Py_INCREF(F->rt_out);
     if (PyDict_GetItemString(F->mtype->tp_dict, "__post_init__") != NULL || F->mtype->tp_alloc == NULL ||
         F->ktype->tp_alloc == NULL) {
         PyErr_SetString(PyExc_TypeError, "Feeder: HttpMessage or BodySink cannot be made here");
@@ -325,7 +352,10 @@ static Py_ssize_t side_take(Call *c, Py_ssize_t pos) {
         PyObject *sink = SLOT(p, F->poff[P_SINK]);
         if (sink != NULL && sink != Py_None) {
             if (brem == 0 && sink_ends_quietly(c, sink, c->buf + pos, k)) {
-                set_slot(sink, F->koff[K_DONE], Py_True);  /* add() kept the chunk, finish(True) found no jsonrpc */
+                /* add() would keep the chunk, finish(True) find no jsonrpc: done, and finish() not called (it would
+                 * return at once): _release below sees no sink */
+                set_slot(sink, F->koff[K_DONE], Py_True);
+                set_slot(p, F->poff[P_SINK], Py_None);
             } else {
                 PyObject *chunk = (pos == 0 && k == c->n) ? Py_NewRef(c->data)
                                   : PyBytes_FromStringAndSize((const char *)c->buf + pos, k);
@@ -456,6 +486,37 @@ static int want_body(Call *c, PyObject *msg, h1_head *hd, int req, PyObject *met
     set_slot(p, F->poff[P_CSTATE], F->s_size);
     set_slot(p, F->poff[P_CLINE], F->empty_bytes);
     return 1;
+}
+
+/* Pairer.response_to(direction, skip) when rt is a Pairer's bound _response_to_in/_out (read, not called): a new
+ * reference to the method (or None); NULL with no error set when rt is something else (then it is called) */
+static PyObject *pairer_method(Feeder *F, PyObject *rt, long long skip) {
+    if (!PyMethod_Check(rt))
+        return NULL;
+    PyObject *fn = PyMethod_GET_FUNCTION(rt), *pr = PyMethod_GET_SELF(rt);
+    if (Py_TYPE(pr) != F->rtype || (fn != F->rt_in && fn != F->rt_out))
+        return NULL;
+    int src = fn == F->rt_in ? 1 : 0;  /* the requests of the other direction */
+    PyObject *qs = SLOT(pr, F->roff[R_Q]), *stales = SLOT(pr, F->roff[R_STALE]);
+    if (qs == NULL || !PyTuple_CheckExact(qs) || PyTuple_GET_SIZE(qs) != 2 || stales == NULL ||
+        !PyList_CheckExact(stales) || PyList_GET_SIZE(stales) != 2)
+        return NULL;
+    PyObject *q = PyTuple_GET_ITEM(qs, src), *st = PyList_GET_ITEM(stales, src);
+    if (!PyList_CheckExact(q) || !PyLong_CheckExact(st))
+        return NULL;
+    int overflow;
+    long long stale = PyLong_AsLongLongAndOverflow(st, &overflow);
+    if (overflow || stale < 0)
+        return NULL;
+    Py_ssize_t len = PyList_GET_SIZE(q);
+    long long i = (len > stale ? stale : 0) + skip;
+    if (i >= len)
+        return Py_NewRef(Py_None);
+    PyObject *req = PyList_GET_ITEM(q, (Py_ssize_t)i);
+    if (Py_TYPE(req) != F->mtype)
+        return NULL;
+    PyObject *m = SLOT(req, F->moff[M_METHOD]);
+    return m == NULL ? NULL : Py_NewRef(m);
 }
 
 /* the head's HttpMessage, made as object.__new__ and its __init__ would (slots filled in order) */
@@ -632,7 +693,9 @@ static PyObject *feeder_feed(Feeder *F, PyObject *const *args, Py_ssize_t nargs)
         int skip = rts == NULL ? 0 : PyObject_IsTrue(rts);
         if (skip < 0 || rt == NULL)
             goto head_error;
-        if (skip) {
+        if (skip && (method = pairer_method(F, rt, 0)) != NULL) {
+            /* read from the Pairer */
+        } else if (skip) {
             PyObject *z = PyLong_FromLong(0);
             if (z == NULL)
                 goto head_error;
@@ -766,13 +829,252 @@ static PyTypeObject FeederType = {
     .tp_methods = feeder_methods,
 };
 
+/* ------------------------------------------------------------------------------------------ delivering */
+
+/* Deliverer(Conn, Pairer, HttpMessage, link, one).deliver(conn, direction, msgs, ev, emit): Tracker.on_event's loop
+ * over an HTTP/1 connection's messages, for each: Pairer.on_message (its common cases here: a request queued, a final
+ * response paired with the oldest request, no stale requests, a latency in whole microseconds not on a tie; anything
+ * else calls Pairer.on_message), mcp.link when the response's request carries MCP, conn.messages += 1, then
+ * emit(conn, direction, msg, ev). A message that is not an HttpMessage, or a connection that is not a Conn with a
+ * Pairer, goes through one(conn, direction, msg, ev, emit) (the same in Python). */
+enum { C_PAIRER, C_MESSAGES, C_N };
+static const char *const c_names[C_N] = {"pairer", "messages"};
+enum { Q_Q, Q_STALE, Q_ROLE, Q_UNPAIRED, Q_MAX, Q_N };
+static const char *const q_names[Q_N] = {"_q", "_stale", "role", "unpaired", "max_pending"};
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *ctype, *qtype, *mtype;
+    PyObject *link, *one;
+    Py_ssize_t coff[C_N], qoff[Q_N], moff[M_N];
+    PyObject *s_in, *s_out, *s_request, *s_response, *s_h2, *s_server, *s_client, *s_mcp, *s_on_message;
+} Deliverer;
+
+static void deliverer_dealloc(Deliverer *D) {
+    PyObject_GC_UnTrack(D);
+    Py_CLEAR(D->ctype);
+    Py_CLEAR(D->qtype);
+    Py_CLEAR(D->mtype);
+    Py_CLEAR(D->link);
+    Py_CLEAR(D->one);
+    PyObject **strs[] = {&D->s_in, &D->s_out, &D->s_request, &D->s_response, &D->s_h2, &D->s_server, &D->s_client,
+                         &D->s_mcp, &D->s_on_message};
+    for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
+        Py_CLEAR(*strs[k]);
+    PyTypeObject *tp = Py_TYPE(D);
+    tp->tp_free((PyObject *)D);
+    Py_DECREF(tp);
+}
+
+static int deliverer_traverse(Deliverer *D, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(D));
+    Py_VISIT(D->ctype);
+    Py_VISIT(D->qtype);
+    Py_VISIT(D->mtype);
+    Py_VISIT(D->link);
+    Py_VISIT(D->one);
+    return 0;
+}
+
+static PyObject *deliverer_new(PyTypeObject *tp, PyObject *args, PyObject *kw) {
+    PyObject *ct, *qt, *mt, *link, *one;
+    if (!PyArg_ParseTuple(args, "OOOOO", &ct, &qt, &mt, &link, &one))
+        return NULL;
+    Deliverer *D = (Deliverer *)tp->tp_alloc(tp, 0);
+    if (D == NULL)
+        return NULL;
+    D->ctype = (PyTypeObject *)Py_NewRef(ct);
+    D->qtype = (PyTypeObject *)Py_NewRef(qt);
+    D->mtype = (PyTypeObject *)Py_NewRef(mt);
+    D->link = Py_NewRef(link);
+    D->one = Py_NewRef(one);
+    if (!find_slots(D->ctype, c_names, C_N, D->coff) || !find_slots(D->qtype, q_names, Q_N, D->qoff) ||
+        !find_slots(D->mtype, m_names, M_N, D->moff)) {
+        PyErr_SetString(PyExc_TypeError, "Deliverer: a type's fields are not the object slots expected");
+        Py_DECREF(D);
+        return NULL;
+    }
+    struct { PyObject **dst; const char *s; } strs[] = {
+        {&D->s_in, "in"}, {&D->s_out, "out"}, {&D->s_request, "request"}, {&D->s_response, "response"},
+        {&D->s_h2, "h2"}, {&D->s_server, "server"}, {&D->s_client, "client"}, {&D->s_mcp, "mcp"},
+        {&D->s_on_message, "on_message"},
+    };
+    for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++) {
+        *strs[k].dst = PyUnicode_InternFromString(strs[k].s);
+        if (*strs[k].dst == NULL) {
+            Py_DECREF(D);
+            return NULL;
+        }
+    }
+    return (PyObject *)D;
+}
+
+static int small_int(PyObject *o, long long *v) {  /* an exact int that fits a long long */
+    if (o == NULL || !PyLong_CheckExact(o))
+        return 0;
+    int overflow;
+    *v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    return !overflow && !(*v == -1 && PyErr_Occurred());
+}
+
+/* Pairer.on_message(msg, direction)'s common cases; 1 done, 0 not (nothing changed: call it), -1 error */
+static int pair(Deliverer *D, PyObject *pr, PyObject *msg, int d) {
+    PyObject *qs = SLOT(pr, D->qoff[Q_Q]), *stales = SLOT(pr, D->qoff[Q_STALE]), *role = SLOT(pr, D->qoff[Q_ROLE]);
+    if (qs == NULL || !PyTuple_CheckExact(qs) || PyTuple_GET_SIZE(qs) != 2 || stales == NULL ||
+        !PyList_CheckExact(stales) || PyList_GET_SIZE(stales) != 2 || role == NULL)
+        return 0;
+    PyObject *kind = SLOT(msg, D->moff[M_KIND]);
+    if (str_is(kind, D->s_request)) {
+        PyObject *q = PyTuple_GET_ITEM(qs, d);
+        long long maxp;
+        if (!PyList_CheckExact(q) || !small_int(SLOT(pr, D->qoff[Q_MAX]), &maxp) || PyList_GET_SIZE(q) >= maxp)
+            return 0;
+        if (PyList_Append(q, msg) < 0)
+            return -1;
+        if (role == Py_None)
+            set_slot(pr, D->qoff[Q_ROLE], d == 0 ? D->s_server : D->s_client);
+        return 1;
+    }
+    if (!str_is(kind, D->s_response))
+        return 0;
+    PyObject *q = PyTuple_GET_ITEM(qs, 1 - d);
+    long long stale, status, t1, t0;
+    if (!PyList_CheckExact(q) || !small_int(PyList_GET_ITEM(stales, 1 - d), &stale) || stale != 0)
+        return 0;
+    if (PyList_GET_SIZE(q) == 0) {
+        long long unp;
+        if (!small_int(SLOT(pr, D->qoff[Q_UNPAIRED]), &unp))
+            return 0;
+        if (role == Py_None)
+            set_slot(pr, D->qoff[Q_ROLE], d == 1 ? D->s_server : D->s_client);
+        return set_slot_ll(pr, D->qoff[Q_UNPAIRED], unp + 1) < 0 ? -1 : 1;
+    }
+    PyObject *st = SLOT(msg, D->moff[M_STATUS]);
+    if (st != Py_None && (!small_int(st, &status) || (status >= 100 && status < 200 && status != 101)))
+        return 0;  /* an interim response pairs without taking its request */
+    PyObject *req = PyList_GET_ITEM(q, 0);
+    if (Py_TYPE(req) != D->mtype || !small_int(SLOT(msg, D->moff[M_TS]), &t1) ||
+        !small_int(SLOT(req, D->moff[M_TS]), &t0))
+        return 0;
+    if (t1 < t0 || t1 - t0 >= (1LL << 40) || (t1 - t0) % 1000 == 500)
+        return 0;  /* round() decides */
+    long long dt = t1 - t0, us = dt / 1000, ns = dt % 1000;
+    PyObject *lat = PyFloat_FromDouble((double)(us + (ns > 500)) / 1000.0);
+    if (lat == NULL)
+        return -1;
+    if (role == Py_None)
+        set_slot(pr, D->qoff[Q_ROLE], d == 1 ? D->s_server : D->s_client);
+    Py_INCREF(req);
+    if (PyList_SetSlice(q, 0, 1, NULL) < 0) {
+        Py_DECREF(req);
+        Py_DECREF(lat);
+        return -1;
+    }
+    Py_XSETREF(SLOT(msg, D->moff[M_REQ]), req);
+    Py_XSETREF(SLOT(msg, D->moff[M_LAT]), lat);
+    return 1;
+}
+
+static PyObject *deliverer_deliver(Deliverer *D, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "deliver(conn, direction, msgs, ev, emit) takes 5 arguments");
+        return NULL;
+    }
+    PyObject *conn = args[0], *dir = args[1], *msgs = args[2], *ev = args[3], *emit = args[4];
+    if (!PyList_CheckExact(msgs)) {
+        PyErr_SetString(PyExc_TypeError, "deliver: msgs must be a list");
+        return NULL;
+    }
+    int d = str_is(dir, D->s_in) ? 0 : str_is(dir, D->s_out) ? 1 : -1;
+    PyObject *pr = Py_TYPE(conn) == D->ctype ? SLOT(conn, D->coff[C_PAIRER]) : NULL;
+    int fast = d >= 0 && pr != NULL && Py_TYPE(pr) == D->qtype;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(msgs); i++) {
+        PyObject *m = Py_NewRef(PyList_GET_ITEM(msgs, i)), *r;
+        long long count;
+        if (!fast || Py_TYPE(m) != D->mtype || !small_int(SLOT(conn, D->coff[C_MESSAGES]), &count)) {
+            PyObject *a[5] = {conn, dir, m, ev, emit};
+            r = PyObject_Vectorcall(D->one, a, 5, NULL);
+            Py_DECREF(m);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+            continue;
+        }
+        if (!str_is(SLOT(m, D->moff[M_PROTO]), D->s_h2)) {
+            int rc = pair(D, pr, m, d);
+            if (rc < 0)
+                goto error;
+            if (rc == 0) {
+                PyObject *a[3] = {pr, m, dir};
+                r = PyObject_VectorcallMethod(D->s_on_message, a, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+                if (r == NULL)
+                    goto error;
+                Py_SETREF(m, r);
+                if (Py_TYPE(m) != D->mtype) {  /* not expected: the rest in Python */
+                    PyErr_SetString(PyExc_TypeError, "deliver: Pairer.on_message returned something else");
+                    goto error;
+                }
+            }
+        }
+        PyObject *extra = SLOT(m, D->moff[M_EXTRA]), *req = SLOT(m, D->moff[M_REQ]);
+        if (extra != NULL && req != NULL && req != Py_None && PyObject_IsTrue(extra) > 0) {
+            int has = PySequence_Contains(extra, D->s_mcp);
+            if (has < 0)
+                goto error;
+            if (has) {
+                r = PyObject_CallOneArg(D->link, m);
+                if (r == NULL)
+                    goto error;
+                Py_DECREF(r);
+            }
+        }
+        if (PyErr_Occurred())
+            goto error;
+        if (!small_int(SLOT(conn, D->coff[C_MESSAGES]), &count) ||
+            set_slot_ll(conn, D->coff[C_MESSAGES], count + 1) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "deliver: Conn.messages is not an int");
+            goto error;
+        }
+        PyObject *a[4] = {conn, dir, m, ev};
+        r = PyObject_Vectorcall(emit, a, 4, NULL);
+        Py_DECREF(m);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        continue;
+    error:
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef deliverer_methods[] = {
+    {"deliver", (PyCFunction)(void (*)(void))deliverer_deliver, METH_FASTCALL,
+     "deliver(conn, direction, msgs, ev, emit): pair, link, count and emit each message (Tracker.on_event's loop)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DelivererType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "hdrlog._h1feed.Deliverer",
+    .tp_basicsize = sizeof(Deliverer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Deliverer(Conn, Pairer, HttpMessage, link, one)",
+    .tp_new = deliverer_new,
+    .tp_dealloc = (destructor)deliverer_dealloc,
+    .tp_traverse = (traverseproc)deliverer_traverse,
+    .tp_methods = deliverer_methods,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_h1feed", "C fast path of HTTP/1 connection feeding (hdrlog.http1.Http1Parser.feed).",
     -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__h1feed(void) {
-    if (PyType_Ready(&FeederType) < 0)
+    if (PyType_Ready(&FeederType) < 0 || PyType_Ready(&DelivererType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -780,6 +1082,12 @@ PyMODINIT_FUNC PyInit__h1feed(void) {
     Py_INCREF(&FeederType);
     if (PyModule_AddObject(m, "Feeder", (PyObject *)&FeederType) < 0) {
         Py_DECREF(&FeederType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&DelivererType);
+    if (PyModule_AddObject(m, "Deliverer", (PyObject *)&DelivererType) < 0) {
+        Py_DECREF(&DelivererType);
         Py_DECREF(m);
         return NULL;
     }

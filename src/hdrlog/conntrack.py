@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from hdrlog.events import Attr, Dir, Event, Kind
 from hdrlog import h2
 from hdrlog.fdsock import FdSockets
-from hdrlog.http1 import Http1Parser
+from hdrlog.http1 import _CFEED, Http1Parser
 from hdrlog.mcp import link as mcp_link
 from hdrlog.model import HttpMessage
 from hdrlog.pairing import Pairer
@@ -160,6 +160,29 @@ class Conn:
 Emit = Callable[[Conn, str, HttpMessage, Event], None]
 
 
+def _deliver_one(c: Conn, direction: str, m: HttpMessage, ev: Event, emit: Emit) -> None:
+    """One message of a connection to pairing (HTTP/1), MCP linking, the count and emit."""
+    if m.proto != "h2":  # h2 pairs by stream id in hdrlog.h2
+        m = c.pairer.on_message(m, direction)
+    if m.extra and m.request is not None and "mcp" in m.extra:
+        mcp_link(m)
+    c.messages += 1
+    emit(c, direction, m, ev)
+
+
+def _c_deliver():
+    """_h1feed's Deliverer.deliver (Tracker.on_event's loop over an HTTP/1 chunk's messages in C), or None."""
+    try:
+        from hdrlog import _h1feed
+
+        return _h1feed.Deliverer(Conn, Pairer, HttpMessage, mcp_link, _deliver_one).deliver
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+_DELIVER = _c_deliver()
+
+
 class Tracker:
     """Feeds events to connections; calls emit(conn, direction, message, event) for every message."""
 
@@ -227,8 +250,12 @@ class Tracker:
         data = ev.data
         if data:
             p = c.parsers.get(direction)
-            # HTTP/1 already found on this direction: straight to its parser
-            msgs = p.feed(data, ev.ts_ns) if p is not None and p.state == "http" else c.feed(direction, data, ev.ts_ns)
+            # HTTP/1 already found on this direction: straight to its parser, the C feed first (http1._CFEED: it takes
+            # the common case whole, or declines having done nothing)
+            msgs = _CFEED(p, data, ev.ts_ns) if _CFEED is not None and p is not None else None
+            if msgs is None:
+                msgs = (p.feed(data, ev.ts_ns) if p is not None and p.state == "http"
+                        else c.feed(direction, data, ev.ts_ns))
             if msgs:
                 if c.h2 is None:
                     op = c.parsers.get("out" if direction == "in" else "in")
@@ -238,33 +265,38 @@ class Tracker:
                         # a final response to a request still held for its body (nginx answers before
                         # reading a POST body): the request goes to pairing first (not for 100 Continue)
                         self._run(c, "out" if direction == "in" else "in", op.release_held(), ev)
-                    # _run inline for HTTP/1 (one call less per message)
-                    on_message = c.pairer.on_message
-                    emit = self.emit
-                    for m in msgs:
-                        if m.proto != "h2":
-                            m = on_message(m, direction)
-                        if m.extra and m.request is not None and "mcp" in m.extra:
-                            mcp_link(m)
-                        c.messages += 1
-                        emit(c, direction, m, ev)
+                    if _DELIVER is not None:  # the loop below in C
+                        _DELIVER(c, direction, msgs, ev, self.emit)
+                    else:  # _run inline for HTTP/1 (one call less per message)
+                        on_message = c.pairer.on_message
+                        emit = self.emit
+                        for m in msgs:
+                            if m.proto != "h2":
+                                m = on_message(m, direction)
+                            if m.extra and m.request is not None and "mcp" in m.extra:
+                                mcp_link(m)
+                            c.messages += 1
+                            emit(c, direction, m, ev)
                 else:
                     self._run(c, direction, msgs, ev)
         n = len(data)
+        if ev.offset + n < ev.length:
+            self._truncated(c, direction, ev, n)
+
+    def _truncated(self, c: Conn, direction: str, ev: Event, n: int) -> None:
+        """The call moved more than was captured (n bytes of data from ev.offset): a gap after its last captured
+        chunk."""
         end = ev.offset + n
-        # the call moved more than was captured, and this is its last captured chunk
-        if end < ev.length and (n < CHUNK or end >= self.max_bytes):
+        if n < CHUNK or end >= self.max_bytes:
             self.counts["truncated_calls"] += 1
             self._run(c, direction, c.parser(direction).gap(ev.length - end, ev.ts_ns), ev)
 
     def _run(self, c: Conn, direction: str, msgs: list[HttpMessage], ev: Event) -> None:
+        if _DELIVER is not None and msgs.__class__ is list:
+            _DELIVER(c, direction, msgs, ev, self.emit)
+            return
         for m in msgs:
-            if m.proto != "h2":  # h2 pairs by stream id in hdrlog.h2
-                m = c.pairer.on_message(m, direction)
-            if m.extra and m.request is not None and "mcp" in m.extra:
-                mcp_link(m)
-            c.messages += 1
-            self.emit(c, direction, m, ev)
+            _deliver_one(c, direction, m, ev, self.emit)
 
     def _flush(self, c: Conn, ev: Event) -> None:
         for d, p in list(c.parsers.items()):

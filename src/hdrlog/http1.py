@@ -600,9 +600,10 @@ def _c_feed():
         from . import _h1fast, _h1feed
         from .http1_fast import AFTER, MAX_HEAD
         from .mcp import SNIFF_BYTES, BodySink, Mcp
+        from .pairing import Pairer  # its responders (conntrack's response_to) are read in C, not called
 
         return _h1feed.Feeder(_h1fast.api, Http1Parser, HttpMessage, Mcp, BodySink, AFTER, _NO_OUT, MAX_HEAD,
-                              SNIFF_BYTES).feed
+                              SNIFF_BYTES, Pairer).feed
     except (ImportError, AttributeError, TypeError) as exc:
         global CFEED_ERROR
         CFEED_ERROR = str(exc)
