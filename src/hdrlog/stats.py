@@ -9,6 +9,11 @@ errors, sessions.
 Memory stays bounded on long runs: latencies are a reservoir sample per group (RESERVOIR), distinct
 header values are counted up to MAX_VALUES per header, routes and peers beyond MAX_GROUPS fold into
 "other".
+
+As `attach`'s end-of-run observer (Stats.observe) a live record is counted in batches (statsbatch) or, with the
+C module, at once in C (_statsfast.Acc, Stats.fast): the same numbers as Stats.add record by record, the
+random generator of the reservoirs drawn the same way (tests/test_stats_batch.py, tests/test_statsfast.py).
+The C path reads RESERVOIR when its Stats is made (the Python one at each latency).
 """
 
 from __future__ import annotations
