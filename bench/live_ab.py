@@ -101,7 +101,7 @@ def one_run(env: Env, ng: Nginx, variant: tuple[str, dict], a, conns: int, pyspy
     msgs = st["messages"]
     return {"variant": name, "path": st.get("path"), "us_per_msg": (c1 - c0) * 1e6 / max(1, msgs),
             "msgs_per_s": res["requests"] * 2 / res["seconds"], "messages": msgs, "records": st["records"],
-            "batches": st["batches"], "consume_cpu_s": st.get("consume_cpu_s"), "fit_us": st.get("fit_us"), "replay": st.get("replay_us_per_msg"), "per_record_us": st.get("per_record_us"),
+            "batches": st["batches"], "consume_cpu_s": st.get("consume_cpu_s"), "fit_us": st.get("fit_us"), "replay": st.get("replay_us_per_msg"), "per_record_us": st.get("per_record_us"), "parts": st.get("parts_cpu_s"),
             "gc": {k: st[k] for k in ("gc_s", "gc_runs", "gc_objects") if k in st}, "per_batch": st["records"] / max(1, st["batches"]),
             "ctxsw": (x1[0] - x0[0], x1[1] - x0[1]),
             "sys_share": (us1[1] - us0[1]) / max(1e-9, (us1[0] + us1[1]) - (us0[0] + us0[1])),
@@ -154,6 +154,9 @@ def main() -> None:
                           f"{f['fixed']:.1f} µs + {f['per_record']:.2f} µs/record", flush=True)
                 if r["replay"]:
                     print(f"    the recorded events replayed in the same process: {r['replay']:.2f} µs/msg", flush=True)
+                if r["parts"]:
+                    print("    µs/msg in: " + ", ".join(f"{k} {v * 1e6 / max(1, r['messages']):.2f}"
+                                                    for k, v in sorted(r["parts"].items())), flush=True)
                 if r["per_record_us"]:
                     print(f"    per record by position in its batch (mean, median µs, n): {r['per_record_us']}", flush=True)
                 if r["gc"]:

@@ -16,7 +16,9 @@ Environment:
                             process through a fresh pipeline (bench/live_replay.py's round) and add its CPU per
                             message as "replay_us_per_msg": the same process and CPU, no ring and no sleeping
   HDRLOG_LIVE_TIMING=1      also time every consume() call (thread CPU time) and add to FILE "consume_cpu_s" and
-                            a least-squares fit of one batch's CPU = fixed + per_record * records ("fit_us");
+                            a least-squares fit of one batch's CPU = fixed + per_record * records ("fit_us"), and
+                            the CPU seconds of the session loop's other calls ("parts_cpu_s": poll (consume
+                            included), flush, _rescan, _check_loss, stats, expire);
                             with HDRLOG_LIVE_PER_RECORD=1 also every record's callback ("per_record_us": mean,
                             median µs and count by the record's position in its batch: 0-3, 4-7, 8-15, 16-31, 32+;
                             with the Python loop only: the C walk dispatches the pipeline's records itself)
@@ -105,6 +107,43 @@ def main() -> int:
                     r.consume = timed2
 
             loader.ProbeSet.open = open_
+            # the session loop's other work, CPU seconds each (thread time)
+            parts: dict[str, float] = {}
+            seen["parts_cpu_s"] = parts
+
+            def timed_method(cls, name):
+                orig = getattr(cls, name)
+
+                def f(self, *a, **kw):
+                    t0 = time.thread_time()
+                    try:
+                        return orig(self, *a, **kw)
+                    finally:
+                        parts[name] = parts.get(name, 0.0) + time.thread_time() - t0
+
+                setattr(cls, name, f)
+
+            for cls, name in ((session.Session, "_rescan"), (session.Session, "_check_loss"),
+                              (loader.ProbeSet, "stats"), (loader.ProbeSet, "poll")):
+                timed_method(cls, name)
+            orig_sp2 = session.Session._start_pipeline
+
+            def start_pipeline2(self, redactor):
+                orig_sp2(self, redactor)
+                sink, tracker = self.sink, self.pipeline.tracker
+                for obj, name in ((sink, "flush"), (tracker, "expire")):
+                    orig = getattr(obj, name)
+
+                    def f(*a, _orig=orig, _name=name, **kw):
+                        t0 = time.thread_time()
+                        try:
+                            return _orig(*a, **kw)
+                        finally:
+                            parts[_name] = parts.get(_name, 0.0) + time.thread_time() - t0
+
+                    setattr(obj, name, f)
+
+            session.Session._start_pipeline = start_pipeline2
 
         def close(self):
             r = getattr(self, "reader", None)

@@ -109,6 +109,8 @@ class Session:
 
     # -- discovery -------------------------------------------------------------------------------
     def _tree(self, root: int) -> list[int]:
+        if _PROC_CHILDREN:
+            return _proc_tree(root, self.opts.follow_children)
         try:
             p = psutil.Process(root)
             kids = p.children(recursive=True) if self.opts.follow_children else []
@@ -430,6 +432,43 @@ def _age_ms(pid: int) -> float:
     except (OSError, ValueError, IndexError):
         return float("nan")
     return max(0.0, (uptime - start_ticks / os.sysconf("SC_CLK_TCK")) * 1000)
+
+
+# /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN): a process tree read from its own members. psutil's children()
+# reads /proc/*/stat of every process on the machine (its parent map) at every rescan, every 0.5 s: ~0.3 µs per
+# captured message at 20k messages/s with ~90 processes, more on a busy host.
+_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def _proc_tree(root: int, follow: bool) -> list[int]:
+    """root and its descendants (by pid, root first), or [] if root is gone: psutil's children(recursive=True)
+    without reading every other process."""
+    try:
+        tids = os.listdir(f"/proc/{root}/task")
+    except OSError:
+        return []
+    if not follow:
+        return [root]
+    seen = {root}
+    kids: list[int] = []
+    todo = [(root, tids)]
+    while todo:
+        pid, tids = todo.pop()
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    found = f.read().split()
+            except OSError:  # the thread or the process exited meanwhile
+                continue
+            for c in map(int, found):
+                if c not in seen:
+                    seen.add(c)
+                    kids.append(c)
+                    try:
+                        todo.append((c, os.listdir(f"/proc/{c}/task")))
+                    except OSError:
+                        pass
+    return [root] + sorted(kids)
 
 
 def _is_zombie(pid: int) -> bool:
