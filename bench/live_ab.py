@@ -65,7 +65,7 @@ def ctxsw(pid: int) -> tuple[int, int]:
 def one_run(env: Env, ng: Nginx, variant: tuple[str, dict], a, conns: int, pyspy_out: Path | None) -> dict:
     name, extra_env = variant
     stats = env.tmp / f"live-{name}.json"
-    out = "/dev/null" if a.output == "null" else str(env.tmp / f"live-{name}.jsonl")
+    out = "/dev/null" if a.output == "null" or "+null" in name else str(env.tmp / f"live-{name}.jsonl")
     errp = env.tmp / f"live-{name}.err"
     prio = ["chrt", "--fifo", "1"] if "+fifo" in name else []
     argv = [*prio, "taskset", "-c", "0", PY, str(BENCH / "live_consumer.py"), "attach", "--output", out, "--pid",
@@ -118,6 +118,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=24, help="wrk connections of the first run")
     ap.add_argument("--hdrlog-args", default="", help="more arguments of hdrlog attach (split on spaces)")
     ap.add_argument("--max-connections", type=int, default=96)
+    ap.add_argument("--micro", action="store_true",
+                    help="after every round, consumer_micro.py --stages full (3 rounds, on CPU 0, nginx idle): the "
+                         "in-process figure the live one is compared with, round by round")
     ap.add_argument("--pyspy", metavar="DIR")
     ap.add_argument("--native", action="store_true", help="py-spy --native")
     a = ap.parse_args()
@@ -136,6 +139,7 @@ def main() -> None:
     env.private_libssl(ng.libssl)
     conns = a.connections
     runs: dict[str, list[dict]] = {n: [] for n, _ in variants}
+    micro: list[float] = []
     try:
         run_wrk(env, ng.port, 1, 16)  # warm-up
         for rnd in range(a.rounds):
@@ -165,6 +169,11 @@ def main() -> None:
                     # toward 20k msg/s, at most ×1.5 per run and never past nginx's 1024 connections: a loaded
                     # machine serves less at any count, and more connections only pile up
                     conns = max(2, min(a.max_connections, round(conns * min(1.5, 20000 / r["msgs_per_s"]))))
+            if a.micro:
+                m = subprocess.run(["taskset", "-c", "0", PY, str(BENCH / "consumer_micro.py"), "--stages", "full",
+                                    "--rounds", "3"], capture_output=True, text=True, cwd=ROOT)
+                micro.append(float(m.stdout.split("full", 1)[1].split()[0]))
+                print(f"round {rnd + 1} consumer_micro full {micro[-1]:.2f} µs/msg", flush=True)
         print("== medians")
         for n, rs in runs.items():
             print(f"{n:6s} {statistics.median(r['us_per_msg'] for r in rs):6.2f} µs/msg  "
@@ -175,6 +184,12 @@ def main() -> None:
             (x, _), (y, _) = variants
             d = [b["us_per_msg"] - q["us_per_msg"] for q, b in zip(runs[x], runs[y])]
             print(f"paired {y}-{x}: median {statistics.median(d):+.2f} µs/msg  {' '.join(f'{v:+.2f}' for v in d)}")
+        if micro:
+            print(f"consumer_micro full {statistics.median(micro):.2f} µs/msg")
+            for n, rs in runs.items():
+                d = [r["us_per_msg"] - m for r, m in zip(rs, micro)]
+                print(f"paired {n} - consumer_micro full: median {statistics.median(d):+.2f} µs/msg  "
+                      + " ".join(f"{v:+.2f}" for v in d))
         print(f"load average at the end: {loadavg()}")
     finally:
         ng.stop()

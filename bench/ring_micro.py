@@ -7,8 +7,9 @@ The events (consumer_micro's workload by default: the fixture's keep-alive excha
 a live capture's --record-events file) are laid out as a BPF ring image in anonymous memory, and each round
 consumes it through a fresh pipeline as `hdrlog attach --output /dev/null` would run it (OutputSink, JsonlSink,
 the statistics observer), the producer position advanced --batch records at a time and the sink flushed after
-every batch, as session.py's loop does. Rounds alternate which path goes first; process CPU per message; the
-medians of both and of the paired differences (c - py).
+every batch, as session.py's loop does; and, as the control, without a ring (on_raw over a list of memoryviews of
+the same image, as consumer_micro feeds it). Rounds rotate which path goes first; process CPU per message; the
+medians and the paired differences (c - py, c - list).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from hdrlog.sinks import JsonlSink  # noqa: E402
 from hdrlog.stats import Stats  # noqa: E402
 
 KEY = b"k" * 32
+PAGE_OFF = mmap.PAGESIZE
 
 
 def ring_image(raws: list[bytes]) -> tuple[mmap.mmap, mmap.mmap, int, list[int]]:
@@ -56,12 +58,30 @@ def ring_image(raws: list[bytes]) -> tuple[mmap.mmap, mmap.mmap, int, list[int]]
     return cons, data, size, ends
 
 
-def one_round(fast: bool, pre: list[bytes], raws: list[bytes], wall: int, batch: int) -> float:
+def one_round(fast: bool | None, pre: list[bytes], raws: list[bytes], wall: int, batch: int) -> float:
+    """fast: the C walk (True), the Python loop (False), or no ring at all (None: on_raw over a list of
+    memoryviews, as consumer_micro feeds it)."""
     cons, data, size, ends = ring_image(raws)  # a fresh one: close() unmaps it
     sink = OutputSink(JsonlSink("/dev/null"), None, observers=[Stats(headers=False)])
     pipe = Pipeline(sink, Redactor(key=KEY), lib_of_pid=lambda pid: "openssl", max_bytes=16384, wall_offset_ns=wall)
     for raw in pre:
         pipe.on_raw(memoryview(raw))
+    if fast is None:
+        views = [memoryview(data)[PAGE_OFF + e - ((len(r) + 15) & ~7) + 8:][:len(r)] for r, e in zip(raws, ends)]
+        feed, flush = pipe.on_raw, sink.flush
+        t0 = time.process_time()
+        i = 0
+        for mv in views:
+            feed(mv)
+            i += 1
+            if i == batch:
+                i = 0
+                flush()
+        flush()
+        dt = time.process_time() - t0
+        views = None
+        sink.close()
+        return dt * 1e6 / max(1, sum(pipe.messages_by_pid.values()))
     ringbuf.RingReader.fast = fast
     reader = ringbuf.RingReader.over(cons, data, size, pipe.on_raw)
     assert (reader._walk is not None) == fast, "the C walk is not built"
@@ -98,14 +118,18 @@ def main() -> int:
 
         pre, raws, wall = consumer_micro.workload(a.reps)
     one_round(True, pre, raws, wall, a.batch)  # warm caches
-    res: dict[bool, list[float]] = {False: [], True: []}
+    paths = (False, True, None)
+    res: dict = {p: [] for p in paths}
     for i in range(a.rounds):
-        for fast in ((False, True) if i % 2 == 0 else (True, False)):
-            res[fast].append(one_round(fast, pre, raws, wall, a.batch))
+        k = i % 3
+        for p in paths[k:] + paths[:k]:
+            res[p].append(one_round(p, pre, raws, wall, a.batch))
+    med = {p: statistics.median(v) for p, v in res.items()}
     d = [c - p for p, c in zip(res[False], res[True])]
-    print(f"{len(raws)} events, batches of {a.batch}, {a.rounds} rounds: py {statistics.median(res[False]):.2f} "
-          f"µs/msg, c {statistics.median(res[True]):.2f}; paired c-py median {statistics.median(d):+.2f} µs/msg "
-          f"({min(d):+.2f}..{max(d):+.2f})")
+    dl = [c - p for p, c in zip(res[None], res[True])]
+    print(f"{len(raws)} events, batches of {a.batch}, {a.rounds} rounds: py {med[False]:.2f} µs/msg, c {med[True]:.2f}, "
+          f"no ring (on_raw over a list) {med[None]:.2f}; paired c-py median {statistics.median(d):+.2f} µs/msg "
+          f"({min(d):+.2f}..{max(d):+.2f}), c-list {statistics.median(dl):+.2f} ({min(dl):+.2f}..{max(dl):+.2f})")
     return 0
 
 
