@@ -29,8 +29,8 @@ from hdrlog.replay import replay
 
 FIXTURES = sorted((Path(__file__).resolve().parent.parent / "fixtures").glob("*.events.jsonl"))
 PROPS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-MODES = {"llhttp": (False, False), "fastheads": (True, False), "cfeed": (True, True)}
-DELIVER = conntrack._DELIVER
+MODES = {"llhttp": (False, False), "fastheads": (True, False), "cfeed": (True, True), "cfeed-pytrack": (True, True)}
+DELIVER, TRACK = conntrack._DELIVER, conntrack._TRACK
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,9 @@ def _debug(monkeypatch):
 def test_the_c_feed_is_built_and_used():
     assert http1._CFEED is not None, http1.CFEED_ERROR
     assert Http1Parser.fast and Http1Parser.cfeed
-    assert conntrack._CFEED is http1._CFEED and DELIVER is not None
+    assert conntrack._CFEED is http1._CFEED and DELIVER is not None and TRACK is not None
+    t = Tracker(lambda *a: None, lib_of_pid=lambda pid: "openssl")
+    assert t.on_event.__class__.__name__ == "TrackedOnEvent"
 
 
 class Records:
@@ -56,11 +58,13 @@ class Records:
 
 
 def set_mode(mode: str, monkeypatch):
-    """The parser's switches, and pairing in C (conntrack._DELIVER) with the C feed only."""
+    """The parser's switches, and pairing (conntrack._DELIVER) and on_event (conntrack._TRACK, for the Trackers made
+    after this) in C with the C feed only ("cfeed-pytrack": on_event in Python)."""
     fast, cfeed = MODES[mode]
     monkeypatch.setattr(Http1Parser, "fast", fast)
     monkeypatch.setattr(Http1Parser, "cfeed", cfeed)
     monkeypatch.setattr(conntrack, "_DELIVER", DELIVER if cfeed else None)
+    monkeypatch.setattr(conntrack, "_TRACK", TRACK if mode == "cfeed" else None)
 
 
 def run_fixture(path, mode: str, payloads: bool, monkeypatch):
@@ -78,25 +82,27 @@ def run_fixture(path, mode: str, payloads: bool, monkeypatch):
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name.split(".")[0])
 def test_fixtures_replay_the_same_three_ways(path, payloads, monkeypatch):
     ref = run_fixture(path, "llhttp", payloads, monkeypatch)
-    assert run_fixture(path, "fastheads", payloads, monkeypatch) == ref
-    assert run_fixture(path, "cfeed", payloads, monkeypatch) == ref
+    for mode in ("fastheads", "cfeed-pytrack", "cfeed"):
+        assert run_fixture(path, mode, payloads, monkeypatch) == ref, mode
 
 
 def test_the_keepalive_fixture_is_fed_in_c(monkeypatch):
-    """The bench's exchange (request; response head; its JSON body in the next chunk) is taken by the C feed."""
-    calls = {"c": 0, "py": 0}
-    real = http1._CFEED
+    """The bench's exchange (request; response head; its JSON body in the next chunk) is taken in C: on_event, the
+    feed and pairing; the Python rest of on_event (Tracker._on_data) runs for the chunks the C feed declines."""
+    calls = {"on_data": 0}
+    real = Tracker._on_data
 
-    def counting(p, data, ts):
-        r = real(p, data, ts)
-        calls["c" if r is not None else "py"] += 1
-        return r
+    def counting(self, *a):
+        calls["on_data"] += 1
+        return real(self, *a)
 
-    monkeypatch.setattr(conntrack, "_CFEED", counting)
-    lines, *_ = run_fixture(FIXTURES[[p.name for p in FIXTURES].index("python_ssl_server_keepalive.events.jsonl")],
-                            "cfeed", False, monkeypatch)
-    # declined: the first chunk of each direction (state "detect"), a chunked response and what follows it
-    assert lines and calls["c"] >= 30 and calls["py"] <= 12, calls
+    monkeypatch.setattr(Tracker, "_on_data", counting)
+    lines, counts, *_ = run_fixture(
+        FIXTURES[[p.name for p in FIXTURES].index("python_ssl_server_keepalive.events.jsonl")], "cfeed", False,
+        monkeypatch)
+    # in Python: a new connection's first event, the first chunk of each direction (state "detect"), a chunked
+    # response and what follows it (14 of the 50 events)
+    assert lines and counts["events"] >= 40 and calls["on_data"] <= 16, (counts, calls)
 
 
 # ------------------------------------------------------------------------------------------ MCP heads and bodies
@@ -190,15 +196,21 @@ def tracker_log(evs, mode: str, monkeypatch):
         seen.append(m)
         req = m.request
         log.append((c.id, d, full(m), None if req is None else next(i for i, x in enumerate(seen) if x is req),
-                    m.latency_ms, c.messages, c.pairer.role, c.pairer.unpaired))
+                    m.latency_ms, c.messages, c.pairer.role, c.pairer.unpaired, c.local, c.peer, c.attr, c.last_ns,
+                    ev.local, ev.peer))
 
     hook = Mcp()
     t = Tracker(emit, lib_of_pid=lambda pid: "openssl", body_hook=hook)
     for ev in evs:
         t.on_event(ev)
     return log, dict(t.counts), hook.candidates, hook.recognised, {
-        k: (c.messages, c.gaps, c.pairer.unpaired, c.pairer.role, c.pairer.pending("in"), c.pairer.pending("out"))
-        for k, c in t.conns.items()}
+        k: (c.messages, c.gaps, c.pairer.unpaired, c.pairer.role, c.pairer.pending("in"), c.pairer.pending("out"),
+            c.local, c.peer, c.attr, c.last_ns, c.seen, {d: (p.state, p.errors, p.gaps) for d, p in c.parsers.items()})
+        for k, c in t.conns.items()}, t.fds.__dict__ if hasattr(t.fds, "__dict__") else None
+
+
+TUPLES = [(0, None, None)] * 4 + [(1, "10.0.0.1:443", "10.0.0.2:5000"), (2, "10.0.0.1:443", "10.0.0.3:6000"),
+                                  (1, "10.0.0.1:0", "10.0.0.2:5000")]
 
 
 @st.composite
@@ -246,14 +258,16 @@ def test_connections_the_same_three_ways(monkeypatch, data):
                 ts += data.draw(st.sampled_from([1, 500, 1500, 10**6 + 500, 123456, 1 << 41]), label="dt")
                 odd = data.draw(st.sampled_from(["", "", "", "", "", "", "lost", "trunc"]), label="odd")
                 length = len(chunk) + (data.draw(st.integers(1, 99), label="more") if odd == "trunc" else 0)
-                evs.append(Event(ts, conn, 1, 1, length, 0, int(odd == "lost"), int(Kind.DATA), 0, d,
-                                 int(Attr.NONE), None, None, "x", -1, chunk))
+                attr, local, peer = data.draw(st.sampled_from(TUPLES), label="tuple")
+                fd = data.draw(st.sampled_from([-1, -1, -1, 5]), label="fd")
+                evs.append(Event(ts, conn, 1, 1, length, 0, int(odd == "lost"), int(Kind.DATA), 0, d, attr, local,
+                                 peer, "x", fd, chunk))
     ts_ok = all(e.ts_ns < 1 << 64 for e in evs)
     if not ts_ok:
         return
     ref = tracker_log(evs, "llhttp", monkeypatch)
-    assert tracker_log(evs, "fastheads", monkeypatch) == ref
-    assert tracker_log(evs, "cfeed", monkeypatch) == ref
+    for mode in ("fastheads", "cfeed-pytrack", "cfeed"):
+        assert tracker_log(evs, mode, monkeypatch) == ref, mode
 
 
 HEAD_RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"

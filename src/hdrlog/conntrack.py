@@ -198,6 +198,13 @@ class Tracker:
         self._ids = itertools.count(1)
         self.counts = {"events": 0, "gaps": 0, "truncated_calls": 0, "closed": 0, "expired": 0, "non_http": 0}
         self.fds = FdSockets()  # tuples of events that only know the fd (Go)
+        if _TRACK is not None and type(self).on_event is Tracker.on_event:
+            # on_event in C for a known connection's data (_h1feed.Track, holding the tracker weakly: the rest calls
+            # the method below)
+            try:
+                self.on_event = _TRACK.bind(self)
+            except TypeError:  # a subclass without __weakref__
+                pass
 
     def _conn(self, ev: Event) -> Conn:
         key = (ev.pid, ev.conn)
@@ -241,18 +248,26 @@ class Tracker:
         if direction is None:
             return
         if ev.lost:
-            # events of this connection were dropped: both directions may have holes
-            self.counts["gaps"] += 1
-            c.gaps += 1
-            for d in ("in", "out"):
-                self._run(c, d, c.parser(d).gap(0, ev.ts_ns), ev)
-            c.pairer.reset()  # pending requests may have lost their responses (or vice versa)
+            self._lost(c, ev)
+        self._on_data(c, direction, ev)
+
+    def _lost(self, c: Conn, ev: Event) -> None:
+        """Events of this connection were dropped: both directions may have holes."""
+        self.counts["gaps"] += 1
+        c.gaps += 1
+        for d in ("in", "out"):
+            self._run(c, d, c.parser(d).gap(0, ev.ts_ns), ev)
+        c.pairer.reset()  # pending requests may have lost their responses (or vice versa)
+
+    def _on_data(self, c: Conn, direction: str, ev: Event, tried: bool = False) -> None:
+        """A data event's plaintext to its direction's parser, the messages to pairing and emit (``tried``: the C
+        feed declined it already)."""
         data = ev.data
         if data:
             p = c.parsers.get(direction)
             # HTTP/1 already found on this direction: straight to its parser, the C feed first (http1._CFEED: it takes
             # the common case whole, or declines having done nothing)
-            msgs = _CFEED(p, data, ev.ts_ns) if _CFEED is not None and p is not None else None
+            msgs = _CFEED(p, data, ev.ts_ns) if _CFEED is not None and p is not None and not tried else None
             if msgs is None:
                 msgs = (p.feed(data, ev.ts_ns) if p is not None and p.state == "http"
                         else c.feed(direction, data, ev.ts_ns))
@@ -328,3 +343,20 @@ class Tracker:
             del self.conns[k]
         self.counts["expired"] += len(victims)
         return len(victims)
+
+
+def _c_track():
+    """_h1feed's Track (Tracker.on_event for a known connection's data in C), or None."""
+    from hdrlog import http1
+
+    try:
+        from hdrlog import _h1feed
+
+        if http1._FEEDER is None or _DELIVER is None:
+            return None
+        return _h1feed.Track(Event, Conn, Tracker.on_event, http1._FEEDER, _DELIVER.__self__)
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+_TRACK = _c_track()

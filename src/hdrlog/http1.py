@@ -594,8 +594,8 @@ class Http1Parser(BodyCapture, Resync, FastHeads):
                 self._finals += 1
 
 
-def _c_feed():
-    """_h1feed's Feeder.feed for Http1Parser, or None (not built, or the types are not as it expects)."""
+def _c_feeder():
+    """_h1feed's Feeder for Http1Parser, or None (not built, or the types are not as it expects)."""
     try:
         from . import _h1fast, _h1feed
         from .http1_fast import AFTER, MAX_HEAD
@@ -603,7 +603,7 @@ def _c_feed():
         from .pairing import Pairer  # its responders (conntrack's response_to) are read in C, not called
 
         return _h1feed.Feeder(_h1fast.api, Http1Parser, HttpMessage, Mcp, BodySink, AFTER, _NO_OUT, MAX_HEAD,
-                              SNIFF_BYTES, Pairer).feed
+                              SNIFF_BYTES, Pairer)
     except (ImportError, AttributeError, TypeError) as exc:
         global CFEED_ERROR
         CFEED_ERROR = str(exc)
@@ -611,4 +611,5 @@ def _c_feed():
 
 
 CFEED_ERROR: str | None = None
-_CFEED = _c_feed()
+_FEEDER = _c_feeder()
+_CFEED = _FEEDER.feed if _FEEDER is not None else None
