@@ -175,6 +175,10 @@ def test_walk_checks_its_arguments():
     with pytest.raises(BufferError):  # the consumer page must be writable
         ringbuf._walk(b"\0" * 8, view, PAGE, PAGE - 1, print)
     assert cons_pos_raw(cons) == 0  # nothing was consumed by the refused calls
+    cpos[0] = 6  # a position the kernel never makes (not a multiple of 8): refused, not read unaligned
+    with pytest.raises(ValueError):
+        ringbuf._walk(cpos, view, PAGE, PAGE - 1, print)
+    assert cons_pos_raw(cons) == 6
     cpos.release()
     view.release()
 

@@ -75,8 +75,8 @@ static PyObject *walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int failed = 0;
     while (cons < prod) {
         Py_ssize_t off = base + (Py_ssize_t)(cons & mask);
-        if (off + 4 > dv.len) {  /* cannot happen with the kernel's layout (mask < the data area), but never read past */
-            PyErr_SetString(PyExc_ValueError, "walk: a record header lies past the data area");
+        if (off + 4 > dv.len || (off & 3)) {  /* never with the kernel's layout (positions are multiples of 8) */
+            PyErr_SetString(PyExc_ValueError, "walk: a record header lies past the data area or is misaligned");
             failed = 1;
             break;
         }
