@@ -431,3 +431,25 @@ def test_messages_hold_their_references():
     (m,) = msgs
     assert (m.method, m.path, m.authority, m.headers[0], m.extra, m.ts_ns) == ("POST", "/x", "h", ("Host", "h"), {}, 5)
     assert m.request is None and m.latency_ms is None and m.stream is None and m.truncated is False
+
+
+def test_without_the_module_the_python_path_runs(monkeypatch):
+    """hdrlog._h1feed missing (not built): nothing of it is used, and the records are the same."""
+    import subprocess
+
+    path = FIXTURES[[p.name for p in FIXTURES].index("python_ssl_server_keepalive.events.jsonl")]
+    code = (
+        "import sys; sys.modules['hdrlog._h1feed'] = None\n"
+        "import orjson\n"
+        "from hdrlog import conntrack, http1\n"
+        "from hdrlog.redact import Redactor\n"
+        "from hdrlog.replay import replay\n"
+        "assert http1._CFEED is None and http1.CFEED_ERROR and conntrack._DELIVER is None and conntrack._TRACK is None\n"
+        "class S:\n"
+        "    def write(self, rec): sys.stdout.buffer.write(orjson.dumps(rec) + b'\\n')\n"
+        "    def flush(self): pass\n"
+        f"replay({str(path)!r}, S(), Redactor(key=b'k' * 32))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout.splitlines()
+    lines, *_ = run_fixture(path, "cfeed", False, monkeypatch)
+    assert out and out == lines[: len(out)] and len(lines) - len(out) <= 2  # run_fixture also flushes open ones

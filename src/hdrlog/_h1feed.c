@@ -452,7 +452,9 @@ static int want_body(Call *c, PyObject *msg, h1_head *hd, int req, PyObject *met
         sink = s;
     } else {
         PyObject *args[2] = {msg, method};
+        Py_INCREF(hook);  /* the hook may replace parser._body */
         sink = PyObject_Vectorcall(hook, args, 2, NULL);
+        Py_DECREF(hook);
         if (sink == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_Exception))
                 return -1;
@@ -694,10 +696,14 @@ static PyObject *feed_impl(Feeder *F, PyObject *p, PyObject *data, PyObject *ts)
             PyObject *z = PyLong_FromLong(0);
             if (z == NULL)
                 goto head_error;
+            Py_INCREF(rt);
             method = PyObject_CallOneArg(rt, z);
+            Py_DECREF(rt);
             Py_DECREF(z);
         } else {
+            Py_INCREF(rt);
             method = PyObject_CallNoArgs(rt);
+            Py_DECREF(rt);
         }
         if (method == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_Exception))
@@ -987,6 +993,8 @@ static PyObject *deliver_impl(Deliverer *D, PyObject *conn, PyObject *dir, PyObj
     int d = str_is(dir, D->s_in) ? 0 : str_is(dir, D->s_out) ? 1 : -1;
     PyObject *pr = Py_TYPE(conn) == D->ctype ? SLOT(conn, D->coff[C_PAIRER]) : NULL;
     int fast = d >= 0 && pr != NULL && Py_TYPE(pr) == D->qtype;
+    PyObject *res = NULL;
+    Py_XINCREF(pr);  /* the Pairer of this loop, whatever emit or on_message do to conn.pairer (as Python binds it) */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(msgs); i++) {
         PyObject *m = Py_NewRef(PyList_GET_ITEM(msgs, i)), *r;
         long long count;
@@ -995,7 +1003,7 @@ static PyObject *deliver_impl(Deliverer *D, PyObject *conn, PyObject *dir, PyObj
             r = PyObject_Vectorcall(D->one, a, 5, NULL);
             Py_DECREF(m);
             if (r == NULL)
-                return NULL;
+                goto out;
             Py_DECREF(r);
             continue;
         }
@@ -1039,14 +1047,17 @@ static PyObject *deliver_impl(Deliverer *D, PyObject *conn, PyObject *dir, PyObj
         r = PyObject_Vectorcall(emit, a, 4, NULL);
         Py_DECREF(m);
         if (r == NULL)
-            return NULL;
+            goto out;
         Py_DECREF(r);
         continue;
     error:
         Py_DECREF(m);
-        return NULL;
+        goto out;
     }
-    Py_RETURN_NONE;
+    res = Py_NewRef(Py_None);
+out:
+    Py_XDECREF(pr);
+    return res;
 }
 
 static PyObject *deliverer_deliver(Deliverer *D, PyObject *const *args, Py_ssize_t nargs) {

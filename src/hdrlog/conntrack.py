@@ -3,6 +3,10 @@
 A connection is (pid, TLS object address). Its tuple comes from the events: exact when a socket was seen
 inside the TLS call on the same thread, inferred (and said so) for memory-BIO servers. Lost or truncated
 data is passed to the parsers as a gap so they resynchronise instead of mis-framing.
+
+In C where built (``_h1feed``): a Tracker's ``on_event`` for a known connection's data event (``Track``), the
+HTTP/1 feed (``http1._CFEED``) and pairing/emitting (``Deliverer``); the Python code here stays the reference and runs
+everything they decline (tests/test_h1feed.py compares the two).
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ The fast path (``http1_fast``, C in ``_h1fast.c``): where a whole head is in the
 a place where the outcome is provably llhttp's, it is parsed in one C call instead of llhttp's callbacks (a
 header-block splitter in Python was measured no faster than llhttp: ~1.6 µs before validation, 2.2-2.6 µs with
 the checks, for a 221-byte request that llhttp and its callbacks parse in ~1.6 µs). Bodies are skipped by
-length, never copied into Python.  Timing: ``python -m hdrlog.http1_fast``.
+length, never copied into Python.  Timing: ``python -m hdrlog.http1_fast``.  A chunk in the common state (one fast
+head whose body reaches the chunk's end, or the rest of such a body) is taken whole by the C feed (``_h1feed``,
+``http1_fast.c_feeder``) before any of this runs; it declines anything else having changed nothing (``cfeed``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import httptools
 from httptools import HttpParserError, HttpParserUpgrade
 
 from .http1_body import BodyCapture, is_final
-from .http1_fast import FastHeads, parse_head
+from .http1_fast import FastHeads, c_feeder, parse_head
 from .http1_scan import DETECT_LIMIT, RESYNC_KEEP, Resync, header_end, segments
 from .model import HttpMessage
 
@@ -175,22 +177,6 @@ class Http1Parser(BodyCapture, Resync, FastHeads):
                 raise
             self._fail()
         # the caller owns the messages now: an idle connection must not keep them (and their headers) alive
-        self._out = _NO_OUT
-        self._last = None
-        return out
-
-    def _resume(self, out: list, data: bytes, ts_ns: int, finals: int, nxt) -> list[HttpMessage]:
-        """The rest of a feed() call the C feed began (_h1feed: a HEAD response's head with bytes after it): its
-        messages so far, and where the loop goes on."""
-        self._out = out
-        self._ts = ts_ns
-        self._finals = finals
-        try:
-            self._loop(nxt, len(data))
-        except Exception:
-            if self.debug:
-                raise
-            self._fail()
         self._out = _NO_OUT
         self._last = None
         return out
@@ -594,22 +580,9 @@ class Http1Parser(BodyCapture, Resync, FastHeads):
                 self._finals += 1
 
 
-def _c_feeder():
-    """_h1feed's Feeder for Http1Parser, or None (not built, or the types are not as it expects)."""
-    try:
-        from . import _h1fast, _h1feed
-        from .http1_fast import AFTER, MAX_HEAD
-        from .mcp import SNIFF_BYTES, BodySink, Mcp
-        from .pairing import Pairer  # its responders (conntrack's response_to) are read in C, not called
-
-        return _h1feed.Feeder(_h1fast.api, Http1Parser, HttpMessage, Mcp, BodySink, AFTER, _NO_OUT, MAX_HEAD,
-                              SNIFF_BYTES, Pairer)
-    except (ImportError, AttributeError, TypeError) as exc:
-        global CFEED_ERROR
-        CFEED_ERROR = str(exc)
-        return None
-
-
 CFEED_ERROR: str | None = None
-_FEEDER = _c_feeder()
+try:
+    _FEEDER = c_feeder(Http1Parser, _NO_OUT)
+except (ImportError, AttributeError, TypeError) as _exc:  # not built, or the types are not as _h1feed expects
+    _FEEDER, CFEED_ERROR = None, str(_exc)
 _CFEED = _FEEDER.feed if _FEEDER is not None else None

@@ -25,7 +25,7 @@ from __future__ import annotations
 from .http1_scan import segments
 from .model import HttpMessage
 
-__all__ = ["parse_head", "IMPORT_ERROR", "FastHeads"]
+__all__ = ["parse_head", "IMPORT_ERROR", "FastHeads", "c_feeder"]
 
 try:
     from ._h1fast import parse_head
@@ -132,6 +132,22 @@ class FastHeads:
             return None
         return e
 
+    def _resume(self, out: list, data: bytes, ts_ns: int, finals: int, nxt) -> list[HttpMessage]:
+        """The rest of a feed() call the C feed began (c_feeder: a HEAD response's head with bytes after it): its
+        messages so far, and where Http1Parser's loop goes on."""
+        self._out = out
+        self._ts = ts_ns
+        self._finals = finals
+        try:
+            self._loop(nxt, len(data))
+        except Exception:
+            if self.debug:
+                raise
+            self._fail()
+        self._out = ()  # http1._NO_OUT
+        self._last = None
+        return out
+
     def _fast_body(self, data: bytes, pos: int):
         """``_fskip`` body bytes of a fast message at data[pos:] (llhttp never saw the message). Returns None (the
         chunk ends in the body) or where llhttp would go on after it: (where its segments start, the offset, the
@@ -152,6 +168,20 @@ class FastHeads:
             return None
         self._fskip = 0
         return pos, pos + k, segments(data, pos, self.kind)
+
+
+def c_feeder(parser_type, no_out):
+    """The C feed (``_h1feed.Feeder``) for Http1Parser (``no_out``: its ``_out`` between calls): ``.feed(parser,
+    data, ts_ns)`` does what Http1Parser.feed does with this fast path for a chunk in the common state (a fast head
+    whose body by Content-Length reaches the chunk's end, or the rest of such a body) in one C call, messages built
+    and the MCP hook decided in C, and returns None having changed nothing for anything else. Raises ImportError
+    when the extension is not built."""
+    from . import _h1fast, _h1feed
+    from .mcp import SNIFF_BYTES, BodySink, Mcp
+    from .pairing import Pairer  # its responders (conntrack's response_to) are read in C, not called
+
+    return _h1feed.Feeder(_h1fast.api, parser_type, HttpMessage, Mcp, BodySink, AFTER, no_out, MAX_HEAD, SNIFF_BYTES,
+                          Pairer)
 
 
 def _bench(reps: int = 20000, rounds: int = 7) -> None:  # pragma: no cover - manual timing check
