@@ -453,3 +453,62 @@ def test_without_the_module_the_python_path_runs(monkeypatch):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout.splitlines()
     lines, *_ = run_fixture(path, "cfeed", False, monkeypatch)
     assert out and out == lines[: len(out)] and len(lines) - len(out) <= 2  # run_fixture also flushes open ones
+
+
+def test_odd_events_the_same_four_ways(monkeypatch):
+    """Events the C on_event leaves to Python, or takes in part: another direction, empty or non-bytes data, offsets
+    and lengths that say the call was truncated (or huge), a handshake, a lost event, a close."""
+    from hdrlog.events import Event, Kind
+
+    def ev(ts, data, d=1, kind=Kind.DATA, lost=0, offset=0, length=None, conn=9):
+        return Event(ts, conn, 1, 1, len(data) if length is None else length, offset, lost, int(kind), 0, d, 0, None,
+                     None, "x", -1, data)
+
+    req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    evs = [ev(1, req), ev(2, resp, 2), ev(3, req), ev(4, b"", 1), ev(5, bytearray(req), 1), ev(6, resp, 2),
+           ev(7, resp, 2), ev(8, req, 0), ev(9, req, 3), ev(10, memoryview(req), 1), ev(11, resp, 2),
+           ev(12, req, 1, length=len(req) + 50), ev(13, resp, 2, offset=1 << 70, length=(1 << 70) + 100),
+           ev(14, req, 1, offset=16384, length=16384 + len(req) + 5), ev(15, b"", 2, kind=Kind.HANDSHAKE),
+           ev(16, req, 1, lost=1), ev(17, resp, 2), ev(18, req, 1, conn=10), ev(19, b"", 1, kind=Kind.CLOSE),
+           ev(20, req, 1)]
+    ref = tracker_log(evs, "llhttp", monkeypatch)
+    assert ref[0] and ref[1]["truncated_calls"] >= 2 and ref[1]["gaps"] == 1
+    for mode in ("fastheads", "cfeed-pytrack", "cfeed"):
+        assert tracker_log(evs, mode, monkeypatch) == ref, mode
+
+
+def test_types_not_as_expected_are_refused():
+    from hdrlog import _h1fast, _h1feed
+    from hdrlog.conntrack import Conn
+    from hdrlog.events import Event
+    from hdrlog.mcp import SNIFF_BYTES, BodySink
+    from hdrlog.model import HttpMessage
+    from hdrlog.pairing import Pairer
+
+    class NotSlotted:
+        pass
+
+    from hdrlog.http1_fast import AFTER
+
+    args = [_h1fast.api, Http1Parser, HttpMessage, Mcp, BodySink, AFTER, (), 1 << 16, SNIFF_BYTES, Pairer]
+    assert _h1feed.Feeder(*args) is not None
+    for k in (1, 2, 3, 4, 9):
+        bad = list(args)
+        bad[k] = NotSlotted
+        with pytest.raises(TypeError):
+            _h1feed.Feeder(*bad)
+    with pytest.raises(ValueError):
+        _h1feed.Feeder(b"not a capsule", *args[1:])
+    with pytest.raises(TypeError):
+        _h1feed.Deliverer(NotSlotted, Pairer, HttpMessage, print, print)
+    with pytest.raises(TypeError):
+        _h1feed.Track(NotSlotted, Conn, Tracker.on_event, http1._FEEDER, DELIVER.__self__)
+    with pytest.raises(TypeError):
+        _h1feed.Track(Event, Conn, Tracker.on_event, DELIVER.__self__, DELIVER.__self__)
+    t = Tracker(lambda *a: None, lib_of_pid=lambda pid: "openssl")
+    on_event = t.on_event
+    del t
+    gc.collect()
+    with pytest.raises(ReferenceError):  # held weakly: the tracker is gone
+        on_event(None)

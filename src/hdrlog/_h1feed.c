@@ -1391,8 +1391,20 @@ static PyObject *track_event(Track *T, PyObject *tracker, PyObject *ev) {
     {   /* the call moved more than was captured */
         long long off, len;
         Py_ssize_t n = PyBytes_GET_SIZE(data);
-        if (!small_int(SLOT(ev, T->eoff[E_OFFSET]), &off) || !small_int(SLOT(ev, T->eoff[E_LENGTH]), &len) ||
-            off + n < len) {
+        int trunc;
+        if (small_int(SLOT(ev, T->eoff[E_OFFSET]), &off) && small_int(SLOT(ev, T->eoff[E_LENGTH]), &len) &&
+            off < (1LL << 62) && off >= -(1LL << 62)) {
+            trunc = off + n < len;
+        } else {  /* ev.offset + n < ev.length in Python's arithmetic */
+            PyObject *nn = PyLong_FromSsize_t(n), *end = nn == NULL ? NULL
+                                                                     : PyNumber_Add(SLOT(ev, T->eoff[E_OFFSET]), nn);
+            Py_XDECREF(nn);
+            trunc = end == NULL ? -1 : PyObject_RichCompareBool(end, SLOT(ev, T->eoff[E_LENGTH]), Py_LT);
+            Py_XDECREF(end);
+            if (trunc < 0)
+                goto done;
+        }
+        if (trunc) {
             PyObject *nn = PyLong_FromSsize_t(n);
             if (nn == NULL)
                 goto done;
