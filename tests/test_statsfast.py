@@ -48,7 +48,10 @@ def test_the_extension_is_built_and_used():
     sink = OutputSink(JsonlSink("/dev/null"), None, observers=[st])
     assert st._acc is not None and sink._chain is not None and sink.inner._w is not None
     assert Stats(headers=True)._acc is None  # header statistics: observe is add
-    assert OutputSink(JsonlSink("/dev/null"), output.Filter(methods=["GET"]), observers=[st])._chain is None
+    filtered = OutputSink(JsonlSink("/dev/null"), output.Filter(methods=["GET"]), observers=[st])
+    assert filtered._chain is None
+    sink.close()
+    filtered.close()
 
 
 # ------------------------------------------------------------------------------------- fixtures
@@ -270,6 +273,7 @@ def test_memory_stays_flat_over_many_records():
         grown = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
+        sink.close()
     assert grown < 300_000, grown  # the reservoirs fill up to 40,000 record's floats: counted once, then replaced
 
 
@@ -279,6 +283,7 @@ def test_a_dropped_stats_is_collected():
     for rec in _stream(50):
         sink.write(rec)
     ref = weakref.ref(st_)
+    sink.close()
     del st_, sink
     gc.collect()
     assert ref() is None
