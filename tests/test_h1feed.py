@@ -506,6 +506,20 @@ def test_types_not_as_expected_are_refused():
         _h1feed.Track(NotSlotted, Conn, Tracker.on_event, http1._FEEDER, DELIVER.__self__)
     with pytest.raises(TypeError):
         _h1feed.Track(Event, Conn, Tracker.on_event, DELIVER.__self__, DELIVER.__self__)
+    # made and freed many times, good or refused: the (static) types' reference counts do not move
+    before = [sys.getrefcount(c) for c in (_h1feed.Feeder, _h1feed.Deliverer, _h1feed.Track)]
+    for _ in range(300):
+        _h1feed.Feeder(*args)
+        _h1feed.Deliverer(Conn, Pairer, HttpMessage, print, print)
+        _h1feed.Track(Event, Conn, Tracker.on_event, http1._FEEDER, DELIVER.__self__)
+        for k in (1, 9):
+            with pytest.raises(TypeError):
+                _h1feed.Feeder(*args[:k], NotSlotted, *args[k + 1:])
+        with pytest.raises(TypeError):
+            _h1feed.Track(NotSlotted, Conn, Tracker.on_event, http1._FEEDER, DELIVER.__self__)
+        Tracker(lambda *a: None, lib_of_pid=lambda pid: "openssl")
+    gc.collect()
+    assert [sys.getrefcount(c) for c in (_h1feed.Feeder, _h1feed.Deliverer, _h1feed.Track)] == before
     t = Tracker(lambda *a: None, lib_of_pid=lambda pid: "openssl")
     on_event = t.on_event
     del t

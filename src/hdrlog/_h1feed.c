@@ -157,13 +157,10 @@ static void feeder_dealloc(Feeder *F) {
                          &F->s_debug, &F->s_fail, &F->s_resume, &F->s_add, &F->s_finish, &F->empty_bytes};
     for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
         Py_CLEAR(*strs[k]);
-    PyTypeObject *tp = Py_TYPE(F);
-    tp->tp_free((PyObject *)F);
-    Py_DECREF(tp);
+    Py_TYPE(F)->tp_free((PyObject *)F);  /* a static type: its instances hold no reference to it */
 }
 
 static int feeder_traverse(Feeder *F, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(F));
     Py_VISIT(F->ptype);
     Py_VISIT(F->mtype);
     Py_VISIT(F->otype);
@@ -870,13 +867,10 @@ static void deliverer_dealloc(Deliverer *D) {
                          &D->s_mcp, &D->s_on_message};
     for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
         Py_CLEAR(*strs[k]);
-    PyTypeObject *tp = Py_TYPE(D);
-    tp->tp_free((PyObject *)D);
-    Py_DECREF(tp);
+    Py_TYPE(D)->tp_free((PyObject *)D);
 }
 
 static int deliverer_traverse(Deliverer *D, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(D));
     Py_VISIT(D->ctype);
     Py_VISIT(D->qtype);
     Py_VISIT(D->mtype);
@@ -1128,13 +1122,10 @@ static void track_dealloc(Track *T) {
                          &T->one};
     for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
         Py_CLEAR(*strs[k]);
-    PyTypeObject *tp = Py_TYPE(T);
-    tp->tp_free((PyObject *)T);
-    Py_DECREF(tp);
+    Py_TYPE(T)->tp_free((PyObject *)T);
 }
 
 static int track_traverse(Track *T, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(T));
     Py_VISIT(T->etype);
     Py_VISIT(T->ctype);
     Py_VISIT(T->on_event);
