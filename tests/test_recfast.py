@@ -55,6 +55,26 @@ def test_the_extension_is_built_and_used():
     assert redact.FAST is True
 
 
+def test_records_are_ordinary_dicts():
+    """Records are copies of a template dict whose values are written in place (CPython 3.11's layout, checked at
+    import): they must behave as dicts built key by key (tracked by the GC, growable, equal, their keys found)."""
+    if sys.version_info[:2] == (3, 11):
+        assert _recfast.DIRECT_VALUES == 1
+    r = Redactor(key=KEY)
+    m = HttpMessage(kind="request", proto="http/1.1", ts_ns=1_763_700_000_000_000_000, headers=[("A", "b")],
+                    method="GET", path="/", stream=3, extra={"x": 1})
+    rec = records.http_record(make_conn(None, "server", 1), "in", m, event(1), r)
+    ref = records.http_record_py(make_conn(None, "server", 1), "in", m, event(1), r)
+    assert gc.is_tracked(rec) and rec == ref and list(rec) == list(ref)
+    for k in ref:
+        assert rec[k] == ref[k] and k in rec
+    rec["new"] = 1
+    del rec["type"]
+    rec.update((f"k{i}", i) for i in range(100))
+    assert rec["k99"] == 99 and "type" not in rec and list(rec)[:2] == ["ts", "pid"]
+    assert orjson.loads(orjson.dumps(rec))["method"] == "GET"
+
+
 def test_a_subclass_keeps_to_the_python_code():
     class R(Redactor):
         pass
@@ -258,6 +278,23 @@ def test_secret_value_forms_equal():
         finally:
             redact.FAST = True
         assert repr(fast) == repr(ref) and fast.content_length == ref.content_length, hs
+
+
+def test_paths_equal():
+    """The C check that a query holds none of redact._MAYBE_SECRET_QUERY's words (then the path is kept whole) against
+    Redactor.path: parameter names made of those words, secret parameter names, any case, percent signs, fragments."""
+    rng = random.Random(13)
+    words = redact._MAYBE_SECRET_QUERY.pattern.split("|")
+    pieces = [*words, *(w.upper() for w in words), *redact.SECRET_PARAMS, "id", "x", "_", "-", "", "\u212a", "é"]
+    r = Redactor(key=KEY)
+    for _ in range(6000):
+        items = [f"{''.join(rng.choice(pieces) for _ in range(rng.randrange(1, 3)))}={rng.choice(['1', 'v', ''])}"
+                 for _ in range(rng.randrange(0, 4))]
+        path = rng.choice(["/p", "/a/b", ""]) + rng.choice(["?", "", "?x=1&"]) + rng.choice("&;") .join(items) + \
+            rng.choice(["", "#f", "#token=1"])
+        m = HttpMessage(kind="request", proto="http/1.1", ts_ns=1, headers=[], path=path)
+        got = records.http_record(make_conn(None, "server", 1), "in", m, event(1), r)["path"]
+        assert got == r.path(path), path
 
 
 def test_declined_headers_use_the_python_code():

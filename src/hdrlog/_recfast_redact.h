@@ -3,6 +3,7 @@
 
 /* ------------------------------------------------------------------------------------------ Redact */
 
+#define NAME_SLOTS 251
 typedef struct {
     PyObject_HEAD
     uint32_t inner[8], outer[8];  /* SHA-256 states after the key block xor ipad / opad */
@@ -13,9 +14,12 @@ typedef struct {
     Py_ssize_t clen_off;           /* its content_length slot */
     Py_ssize_t memo_max;
     int show;
+    PyObject *names[NAME_SLOTS];  /* header names (held) whose class is name_cls[] (see name_class) */
+    unsigned char name_cls[NAME_SLOTS];
 } RedactObject;
 
 static PyTypeObject RedactType;
+static PyObject *class_int[N_CLASSES];  /* the ints 0..5 */
 
 static uint32_t hmac_digest(RedactObject *r, const unsigned char *p, size_t n, unsigned char d[32]) {
     uint32_t st[8];
@@ -91,17 +95,83 @@ static int is_space_at(int kind, const void *data, Py_ssize_t i) {
     return Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i));
 }
 
-/* writer helpers: 0 ok, -1 error */
-static int w_sub(_PyUnicodeWriter *w, PyObject *u, Py_ssize_t a, Py_ssize_t b) {
-    return a < b ? _PyUnicodeWriter_WriteSubstring(w, u, a, b) : 0;
+/* A redacted value being built: the characters of an ASCII value in a byte buffer (markers are ASCII too: the
+ * result is made in one go), any other in a _PyUnicodeWriter. Only the parts kept as sent (cookie names, attributes,
+ * a scheme) and markers are written into it, never a secret. Functions: 0 ok, -1 error. */
+typedef struct {
+    PyObject *u;  /* the value */
+    int ascii;
+    char *p;
+    Py_ssize_t n, cap;
+    char small[256];
+    _PyUnicodeWriter w;
+} Out;
+
+static void out_init(Out *o, PyObject *u) {
+    o->u = u;
+    o->ascii = PyUnicode_IS_ASCII(u);
+    o->p = o->small;
+    o->n = 0;
+    o->cap = sizeof(o->small);
+    if (!o->ascii)
+        _PyUnicodeWriter_Init(&o->w);
 }
-static int w_marker(_PyUnicodeWriter *w, RedactObject *r, PyObject *u, Py_ssize_t a, Py_ssize_t b, int remember) {
-    PyObject *m = marker_of(r, u, a, b, remember);
+
+static int out_bytes(Out *o, const void *s, Py_ssize_t n) {
+    if (n > o->cap - o->n) {
+        Py_ssize_t cap = o->cap * 2 > o->n + n ? o->cap * 2 : o->n + n;
+        char *q = PyMem_Malloc((size_t)cap);
+        if (q == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(q, o->p, (size_t)o->n);
+        if (o->p != o->small)
+            PyMem_Free(o->p);
+        o->p = q;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->n, s, (size_t)n);
+    o->n += n;
+    return 0;
+}
+
+static int out_sub(Out *o, Py_ssize_t a, Py_ssize_t b) {  /* characters [a, b) of the value */
+    if (a >= b)
+        return 0;
+    if (o->ascii)
+        return out_bytes(o, PyUnicode_1BYTE_DATA(o->u) + a, b - a);
+    return _PyUnicodeWriter_WriteSubstring(&o->w, o->u, a, b);
+}
+
+static int out_char(Out *o, char c) {
+    return o->ascii ? out_bytes(o, &c, 1) : _PyUnicodeWriter_WriteChar(&o->w, (Py_UCS4)c);
+}
+
+static int out_marker(Out *o, RedactObject *r, Py_ssize_t a, Py_ssize_t b, int remember) {
+    PyObject *m = marker_of(r, o->u, a, b, remember);
     if (m == NULL)
         return -1;
-    int rc = _PyUnicodeWriter_WriteStr(w, m);
+    int rc = o->ascii ? out_bytes(o, PyUnicode_1BYTE_DATA(m), PyUnicode_GET_LENGTH(m)) : _PyUnicodeWriter_WriteStr(&o->w, m);
     Py_DECREF(m);
     return rc;
+}
+
+static void out_free(Out *o) {
+    if (o->p != o->small)
+        PyMem_Free(o->p);
+    if (!o->ascii)
+        _PyUnicodeWriter_Dealloc(&o->w);
+}
+
+static PyObject *out_finish(Out *o) {
+    if (!o->ascii)
+        return _PyUnicodeWriter_Finish(&o->w);
+    PyObject *s = PyUnicode_New(o->n, 127);
+    if (s != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(s), o->p, (size_t)o->n);
+    out_free(o);
+    return s;
 }
 
 /* Redactor._redact: the redacted value of a non-empty str v of class c when its memo missed, remembered there. */
@@ -112,8 +182,8 @@ static PyObject *redact_value(RedactObject *r, PyObject *redactor, int c, PyObje
     int kind = PyUnicode_KIND(v);
     const void *data = PyUnicode_DATA(v);
     PyObject *res = NULL;
-    _PyUnicodeWriter w;
-    _PyUnicodeWriter_Init(&w);
+    Out w;
+    out_init(&w, v);
     if (c == C_COOKIE) {
         /* items split on ";", each value (after its first "=") marked, an item without "=" marked whole (after the
          * whitespace following its ";"), an item of whitespace only kept */
@@ -129,9 +199,9 @@ static PyObject *redact_value(RedactObject *r, PyObject *redactor, int c, PyObje
                 goto fail;
             if (eq >= 0) {
                 if (eq + 1 < end) {
-                    if (w_sub(&w, v, start, eq + 1) < 0 || w_marker(&w, r, v, eq + 1, end, 1) < 0)
+                    if (out_sub(&w, start, eq + 1) < 0 || out_marker(&w, r, eq + 1, end, 1) < 0)
                         goto fail;
-                } else if (w_sub(&w, v, start, end) < 0) {
+                } else if (out_sub(&w, start, end) < 0) {
                     goto fail;
                 }
             } else {
@@ -141,15 +211,15 @@ static PyObject *redact_value(RedactObject *r, PyObject *redactor, int c, PyObje
                 if (s < end) {  /* item.strip() is not empty */
                     if (i == 0)
                         s = start;
-                    if (w_sub(&w, v, start, s) < 0 || w_marker(&w, r, v, s, end, 1) < 0)
+                    if (out_sub(&w, start, s) < 0 || out_marker(&w, r, s, end, 1) < 0)
                         goto fail;
-                } else if (w_sub(&w, v, start, end) < 0) {
+                } else if (out_sub(&w, start, end) < 0) {
                     goto fail;
                 }
             }
             if (end >= n)
                 break;
-            if (_PyUnicodeWriter_WriteChar(&w, ';') < 0)
+            if (out_char(&w, ';') < 0)
                 goto fail;
             start = end + 1;
         }
@@ -165,9 +235,9 @@ static PyObject *redact_value(RedactObject *r, PyObject *redactor, int c, PyObje
             goto fail;
         if (eq >= 0) {
             if (eq + 1 < end) {
-                if (w_sub(&w, v, 0, eq + 1) < 0 || w_marker(&w, r, v, eq + 1, end, 0) < 0 || w_sub(&w, v, end, n) < 0)
+                if (out_sub(&w, 0, eq + 1) < 0 || out_marker(&w, r, eq + 1, end, 0) < 0 || out_sub(&w, end, n) < 0)
                     goto fail;
-            } else if (w_sub(&w, v, 0, n) < 0) {
+            } else if (out_sub(&w, 0, n) < 0) {
                 goto fail;
             }
         } else {
@@ -175,9 +245,9 @@ static PyObject *redact_value(RedactObject *r, PyObject *redactor, int c, PyObje
             while (s < end && is_space_at(kind, data, s))
                 s++;
             if (s < end) {
-                if (w_marker(&w, r, v, 0, end, 0) < 0 || w_sub(&w, v, end, n) < 0)
+                if (out_marker(&w, r, 0, end, 0) < 0 || out_sub(&w, end, n) < 0)
                     goto fail;
-            } else if (w_sub(&w, v, 0, n) < 0) {
+            } else if (out_sub(&w, 0, n) < 0) {
                 goto fail;
             }
         }
@@ -191,10 +261,10 @@ static PyObject *redact_value(RedactObject *r, PyObject *redactor, int c, PyObje
             l++;
         }
         if (l >= 2 && l <= 20 && l + 1 < n && PyUnicode_READ(kind, data, l) == ' ' && !is_space_at(kind, data, l + 1)) {
-            if (w_sub(&w, v, 0, l + 1) < 0 || w_marker(&w, r, v, l + 1, n, 0) < 0)
+            if (out_sub(&w, 0, l + 1) < 0 || out_marker(&w, r, l + 1, n, 0) < 0)
                 goto fail;
         } else {
-            _PyUnicodeWriter_Dealloc(&w);
+            out_free(&w);
             res = PyObject_CallMethodOneArg(redactor, S_authorization, v);
             if (res == NULL)
                 return NULL;
@@ -204,7 +274,7 @@ static PyObject *redact_value(RedactObject *r, PyObject *redactor, int c, PyObje
         PyErr_SetString(PyExc_SystemError, "_recfast: unknown header class");
         goto fail;
     }
-    res = _PyUnicodeWriter_Finish(&w);
+    res = out_finish(&w);
     if (res == NULL)
         return NULL;
 remember:;
@@ -215,7 +285,7 @@ remember:;
         Py_CLEAR(res);
     return res;
 fail:
-    _PyUnicodeWriter_Dealloc(&w);
+    out_free(&w);
     return NULL;
 }
 
@@ -245,6 +315,31 @@ static int header_items(PyObject *it, PyObject **n, PyObject **v) {
     return 0;
 }
 
+/* A header name's class (Redactor._codes, filled by Redactor._code when it misses), -1 on an error, -2 for anything
+ * else than 0..5 (declined). The last names seen are remembered by identity (parsers hand the same str object for a
+ * name that comes back): one pointer comparison instead of a dict look-up. */
+static long name_class(RedactObject *r, PyObject *redactor, PyObject *n) {
+    size_t slot = ((uintptr_t)n >> 4) % NAME_SLOTS;
+    if (r->names[slot] == n)
+        return r->name_cls[slot];
+    PyObject *co = PyDict_GetItemWithError(r->codes, n);
+    if (co != NULL)
+        Py_INCREF(co);
+    else if (PyErr_Occurred() || (co = PyObject_CallMethodOneArg(redactor, S_code, n)) == NULL)
+        return -1;
+    long cl = -2;
+    for (int k = 0; k < N_CLASSES; k++)
+        if (co == class_int[k])  /* small ints are shared */
+            cl = k;
+    Py_DECREF(co);
+    if (cl < 0 || (cl != C_PLAIN && cl != C_CL && r->memos[cl] == NULL))
+        return -2;
+    Py_INCREF(n);  /* held: its address cannot be another str's while it is here */
+    Py_XSETREF(r->names[slot], n);
+    r->name_cls[slot] = (unsigned char)cl;
+    return cl;
+}
+
 /* Redactor.headers; Py_None (a new reference) when declining. */
 static PyObject *do_headers(RedactObject *r, PyObject *redactor, PyObject *headers) {
     if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers))
@@ -253,6 +348,16 @@ static PyObject *do_headers(RedactObject *r, PyObject *redactor, PyObject *heade
     PyObject *clen = NULL;
     if (out == NULL)
         return NULL;
+    Py_ssize_t cap = PySequence_Fast_GET_SIZE(headers);
+    if (cap > 0) {  /* room for every pair at once (appends would grow it 0, 4, 8, 16...) */
+        PyListObject *l = (PyListObject *)out;
+        l->ob_item = PyMem_New(PyObject *, cap);
+        if (l->ob_item == NULL) {
+            Py_DECREF(out);
+            return PyErr_NoMemory();
+        }
+        l->allocated = cap;
+    }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(headers); i++) {  /* its size read again: Python ran */
         PyObject *n, *v, *item = PySequence_Fast_GET_ITEM(headers, i), *val = NULL, *p;
         Py_INCREF(item);
@@ -262,17 +367,12 @@ static PyObject *do_headers(RedactObject *r, PyObject *redactor, PyObject *heade
         }
         int c = C_PLAIN;
         if (!r->show) {
-            PyObject *co = PyDict_GetItemWithError(r->codes, n);
-            if (co != NULL) {
-                Py_INCREF(co);
-            } else if (PyErr_Occurred() || (co = PyObject_CallMethodOneArg(redactor, S_code, n)) == NULL) {
+            long cl = name_class(r, redactor, n);
+            if (cl == -1) {
                 Py_DECREF(item);
                 goto fail;
             }
-            long cl = PyLong_CheckExact(co) ? PyLong_AsLong(co) : -1;
-            Py_DECREF(co);
-            if (cl < 0 || cl >= N_CLASSES || (cl != C_PLAIN && cl != C_CL && r->memos[cl] == NULL)) {
-                PyErr_Clear();
+            if (cl < 0) {
                 Py_DECREF(item);
                 goto decline;
             }
@@ -308,11 +408,18 @@ static PyObject *do_headers(RedactObject *r, PyObject *redactor, PyObject *heade
         p = pair(n, val != NULL ? val : v);
         Py_XDECREF(val);
         Py_DECREF(item);
-        if (p == NULL || PyList_Append(out, p) < 0) {
-            Py_XDECREF(p);
+        if (p == NULL)
             goto fail;
+        Py_ssize_t k = PyList_GET_SIZE(out);
+        if (k < ((PyListObject *)out)->allocated) {  /* the room made above (Python code may have grown headers) */
+            PyList_SET_ITEM(out, k, p);
+            Py_SET_SIZE(out, k + 1);
+        } else {
+            int rc = PyList_Append(out, p);
+            Py_DECREF(p);
+            if (rc < 0)
+                goto fail;
         }
-        Py_DECREF(p);
     }
     if (!r->show) {
         PyObject **slot = (PyObject **)((char *)out + r->clen_off);
@@ -411,6 +518,8 @@ static int Redact_init(RedactObject *self, PyObject *args, PyObject *kw) {
     Py_XSETREF(self->markers, Py_NewRef(markers));
     Py_XSETREF(self->headers_type, (PyTypeObject *)Py_NewRef(htype));
     self->memo_max = memo_max < 1 ? 1 : memo_max;
+    for (int i = 0; i < NAME_SLOTS; i++)  /* (a second __init__: other codes) */
+        Py_CLEAR(self->names[i]);
     self->show = show;
     return 0;
 }
@@ -421,6 +530,8 @@ static void Redact_dealloc(RedactObject *self) {
     Py_XDECREF(self->headers_type);
     for (int c = 0; c < N_CLASSES; c++)
         Py_XDECREF(self->memos[c]);
+    for (int i = 0; i < NAME_SLOTS; i++)
+        Py_XDECREF(self->names[i]);
     memset(self->inner, 0, sizeof(self->inner));
     memset(self->outer, 0, sizeof(self->outer));
     Py_TYPE(self)->tp_free((PyObject *)self);
