@@ -455,13 +455,19 @@ static int want_body(Call *c, PyObject *msg, h1_head *hd, int req, PyObject *met
         if (sink == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_Exception))
                 return -1;
+            PyObject *t, *v, *tb;
+            PyErr_Fetch(&t, &v, &tb);
             PyObject *dbg = PyObject_GetAttr(p, F->s_debug);
             int d = dbg == NULL ? -1 : PyObject_IsTrue(dbg);
             Py_XDECREF(dbg);
-            if (d != 0)
-                return -1;  /* debug: raise (as _want_body does); the original exception if reading debug failed */
-            PyErr_Clear();
-            return 0;
+            if (d > 0) {  /* debug: raise (as _want_body does) */
+                PyErr_Restore(t, v, tb);
+                return -1;
+            }
+            Py_XDECREF(t);
+            Py_XDECREF(v);
+            Py_XDECREF(tb);
+            return d < 0 ? -1 : 0;  /* d < 0: reading debug failed, that error */
         }
         if (sink == Py_None) {
             Py_DECREF(sink);
@@ -685,6 +691,8 @@ static PyObject *feed_impl(Feeder *F, PyObject *p, PyObject *data, PyObject *ts)
         /* as on_message_begin: response_to(finals) or response_to(), an exception meaning None */
         PyObject *rt = SLOT(p, F->poff[P_RT]), *rts = SLOT(p, F->poff[P_RTSKIP]);
         int skip = rts == NULL ? 0 : PyObject_IsTrue(rts);
+        if (rt == NULL)
+            PyErr_SetString(PyExc_AttributeError, "_response_to");
         if (skip < 0 || rt == NULL)
             goto head_error;
         if (skip && (method = pairer_method(F, rt, 0)) != NULL) {
