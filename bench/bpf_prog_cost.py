@@ -35,6 +35,7 @@ from nginxbench.common import Env  # noqa: E402
 from nginxbench.procs import Nginx  # noqa: E402
 
 TPS = ("sock:sock_recv_length", "sock:sock_send_length", "sched:sched_process_fork")
+RAW_TPS = ("sock_recv_length", "sock_send_length")
 
 
 def prog_stats() -> dict[int, tuple[str, int, int]]:
@@ -61,8 +62,17 @@ class Tree:
         finally:
             loader.probes_dir = saved
         self.tps = [t for t in TPS if f"tracepoint__{t.replace(':', '__')}".encode() in self.ps.bpf.funcs]
-        for t in self.tps:
-            self.ps.bpf.detach_tracepoint(t.encode())
+        try:
+            self.ps.bpf["target_slots"]
+        except KeyError:  # a tree from before the target_slots filter: its targets alone
+            def target(pid, on, bpf=self.ps.bpf):
+                if on:
+                    bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
+                elif ct.c_uint32(pid) in bpf["targets"]:
+                    del bpf["targets"][ct.c_uint32(pid)]
+            self.ps._target = target
+        self.raw = [t for t in RAW_TPS if f"raw_tracepoint__{t}".encode() in self.ps.bpf.funcs]
+        self._tp_detach()
         self.events = 0
         self.ps.open(self._count)
 
@@ -75,15 +85,22 @@ class Tree:
 
         for t in self.tps:
             self.ps.bpf.attach_tracepoint(tp=t.encode(), fn_name=f"tracepoint__{t.replace(':', '__')}".encode())
+        for t in self.raw:
+            self.ps.bpf.attach_raw_tracepoint(tp=t.encode(), fn_name=f"raw_tracepoint__{t}".encode())
         for t in discover.find_tls(pid):
             if t.kind == "openssl":
                 self.ps.attach(pid, REGISTRY["openssl"], t.mapping.host_path, t.symbols)
 
     def detach(self, pid: int) -> None:
         self.ps.detach(pid)
+        self._tp_detach()
+        self.ps.drain()
+
+    def _tp_detach(self) -> None:
         for t in self.tps:
             self.ps.bpf.detach_tracepoint(t.encode())
-        self.ps.drain()
+        for t in self.raw:
+            self.ps.bpf.detach_raw_tracepoint(tp=t.encode())
 
     def prog_ids(self) -> set[int]:
         ids = set()

@@ -8,6 +8,10 @@
  *   HDRLOG_WAKEUP_EVERY     look whether to wake the consumer every N events per CPU (1: every event)
  *   HDRLOG_WAKEUP_BYTES     ... and wake it if the ring holds more unread bytes than this
  *   HDRLOG_SKC_V6_DADDR, HDRLOG_SKC_V6_RCV_SADDR   offsets in struct sock_common (from BTF)
+ *   HDRLOG_TARGET_SLOTS     size of the target_slots filter (power of two)
+ *   HDRLOG_SKC_FAMILY, HDRLOG_SK_PROTOCOL   offsets of sock_common.skc_family and sock.sk_protocol (u16)
+ *                           in the running kernel (src/hdrlog/kbtf.py); when given, the socket probes are
+ *                           raw tracepoints, else classic ones (whose arguments carry both fields)
  *
  * Kernel structs are not walked beyond struct sock_common's head: bcc compiles against Debian's 6.1
  * headers while the kernel may be newer, so only the long-stable layout is trusted, and no kernel macro
@@ -27,6 +31,12 @@
 #endif
 #ifndef HDRLOG_WAKEUP_BYTES
 #define HDRLOG_WAKEUP_BYTES (HDRLOG_RINGBUF_PAGES * 4096 / 8)
+#endif
+#ifndef HDRLOG_TARGET_SLOTS
+#define HDRLOG_TARGET_SLOTS 16384 /* a power of two; src/hdrlog/loader.py passes its TARGET_SLOTS */
+#endif
+#ifndef HDRLOG_SKC_FAMILY
+#define HDRLOG_SKC_FAMILY 16
 #endif
 #ifndef HDRLOG_SKC_V6_DADDR
 #define HDRLOG_SKC_V6_DADDR 56
@@ -84,10 +94,23 @@ BPF_TASK_STORAGE(threads, struct hdrlog_thread);
 BPF_HASH(calls, __u64, struct hdrlog_call, 16384);            /* pid_tgid -> Go call in flight */
 #endif
 BPF_HASH(targets, __u32, __u8, 4096);                          /* tgids being traced */
+/* tgid % HDRLOG_TARGET_SLOTS -> how many traced tgids fall there (kept by src/hdrlog/loader.py): looked at
+ * before `targets` by the socket probes of threads without state (every other process's), an array look-up
+ * the verifier inlines instead of a hash look-up (~0.1-0.2 µs per socket call on a KVM guest) */
+BPF_ARRAY(target_slots, __u32, HDRLOG_TARGET_SLOTS);
 BPF_HASH(lost, struct hdrlog_connkey, __u32, 16384);          /* connections that lost events */
 BPF_ARRAY(lost_pending, __u64, 1);                             /* entries in `lost` (0: skip the look-up) */
 BPF_PERCPU_ARRAY(scratch, struct hdrlog_buf, 1);
 BPF_PERCPU_ARRAY(stats, __u64, HDRLOG_STAT_MAX);
+
+static __always_inline int hdrlog_is_target(__u32 tgid)
+{
+	__u32 slot = tgid & (HDRLOG_TARGET_SLOTS - 1);
+	__u32 *n = target_slots.lookup(&slot);
+	if (!n || *n == 0)
+		return 0;
+	return targets.lookup(&tgid) != 0;
+}
 
 static __always_inline void hdrlog_count(int slot, __u64 n)
 {
@@ -303,15 +326,38 @@ static __always_inline void hdrlog_call_done(struct hdrlog_thread *t)
 	t->call.fn = 0;
 }
 
-/* every socket send/recv on the machine passes here; only traced threads do any work */
-static __always_inline void hdrlog_on_sock(void *sk, __u16 family, __u16 protocol, int is_send)
+/* The socket's family if it is a TCP socket over IPv4/IPv6, else 0. `family` is what the classic
+ * tracepoint passed (0: not TCP), or -1 under the raw tracepoints: then read from the socket, only once a
+ * traced thread needs it (struct sock_common's skc_family, struct sock's sk_protocol at the offset the
+ * loader read from the kernel's BTF). */
+static __always_inline __u16 hdrlog_tcp_family(void *sk, int family)
 {
-	if (protocol != 6 || (family != 2 && family != 10))
+	if (family >= 0)
+		return (__u16)family;
+#ifdef HDRLOG_SK_PROTOCOL
+	__u16 fam = 0, proto = 0;
+	bpf_probe_read_kernel(&fam, sizeof(fam), (char *)sk + HDRLOG_SKC_FAMILY);
+	if (fam != 2 && fam != 10)
+		return 0;
+	bpf_probe_read_kernel(&proto, sizeof(proto), (char *)sk + HDRLOG_SK_PROTOCOL);
+	return proto == 6 ? fam : 0;
+#else
+	return 0;
+#endif
+}
+
+/* every socket send/recv on the machine passes here; only traced threads do any work */
+static __always_inline void hdrlog_on_sock(void *sk, int family, int is_send)
+{
+	if (family == 0)
 		return;
 	struct hdrlog_thread *t = hdrlog_thread_get(0);
 	if (t && t->call.fn) {
 		if (t->call.attr != HDRLOG_ATTR_IN_CALL) {
-			hdrlog_read_tuple(sk, family, &t->call.tuple);
+			__u16 fam = hdrlog_tcp_family(sk, family);
+			if (!fam)
+				return;
+			hdrlog_read_tuple(sk, fam, &t->call.tuple);
 			t->call.attr = HDRLOG_ATTR_IN_CALL;
 		}
 		return;
@@ -321,7 +367,10 @@ static __always_inline void hdrlog_on_sock(void *sk, __u16 family, __u16 protoco
 	struct hdrlog_call *c = calls.lookup(&id);
 	if (c) {
 		if (c->attr != HDRLOG_ATTR_IN_CALL) {
-			hdrlog_read_tuple(sk, family, &c->tuple);
+			__u16 fam = hdrlog_tcp_family(sk, family);
+			if (!fam)
+				return;
+			hdrlog_read_tuple(sk, fam, &c->tuple);
 			c->attr = HDRLOG_ATTR_IN_CALL;
 		}
 		return;
@@ -330,37 +379,67 @@ static __always_inline void hdrlog_on_sock(void *sk, __u16 family, __u16 protoco
 	if (!t) {
 		/* a thread without state: another process's (the usual case), or a traced one's first I/O */
 		__u32 tgid = id >> 32;
-		if (!targets.lookup(&tgid))
+		if (!hdrlog_is_target(tgid))
+			return;
+		if (!hdrlog_tcp_family(sk, family))
 			return;
 		t = hdrlog_thread_get(1);
 		if (!t)
 			return;
 	}
 	if (!is_send) {
-		hdrlog_read_tuple(sk, family, &t->hint);
+		__u16 fam = hdrlog_tcp_family(sk, family);
+		if (!fam)
+			return;
+		hdrlog_read_tuple(sk, fam, &t->hint);
 		t->hint_valid = 1;
 		return;
 	}
 	if (t->send_pending) {
+		__u16 fam = hdrlog_tcp_family(sk, family);
+		if (!fam)
+			return;
 		__u64 conn = t->send_pending;
 		t->send_pending = 0;
 		struct hdrlog_tuple tu = {};
-		hdrlog_read_tuple(sk, family, &tu);
+		hdrlog_read_tuple(sk, fam, &tu);
 		hdrlog_emit_meta(id, conn, HDRLOG_EV_LINK, 0, HDRLOG_ATTR_SEND_AFTER, &tu, 0);
 	}
 }
 
+#ifdef HDRLOG_SK_PROTOCOL
+/* Raw tracepoints (args: struct sock *sk, int ret, int flags): the classic ones cost every socket call
+ * on the machine a perf record filled with the socket's fields before the program ran (~0.2 µs per
+ * nginx request: bench/bpf_prog_cost.py); here the fields are read only for traced threads. */
+RAW_TRACEPOINT_PROBE(sock_recv_length)
+{
+	hdrlog_on_sock((void *)ctx->args[0], -1, 0);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sock_send_length)
+{
+	hdrlog_on_sock((void *)ctx->args[0], -1, 1);
+	return 0;
+}
+#else
+static __always_inline int hdrlog_tp_family(__u16 family, __u16 protocol)
+{
+	return protocol == 6 && (family == 2 || family == 10) ? family : 0;
+}
+
 TRACEPOINT_PROBE(sock, sock_recv_length)
 {
-	hdrlog_on_sock(args->sk, args->family, args->protocol, 0);
+	hdrlog_on_sock(args->sk, hdrlog_tp_family(args->family, args->protocol), 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
-	hdrlog_on_sock(args->sk, args->family, args->protocol, 1);
+	hdrlog_on_sock(args->sk, hdrlog_tp_family(args->family, args->protocol), 1);
 	return 0;
 }
+#endif
 
 /* A traced process (an nginx master) forked: tell the consumer at once, so a new worker gets its probes
  * within milliseconds instead of at the next /proc scan. Fires for threads too; the consumer filters. */
@@ -368,7 +447,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
-	if (!targets.lookup(&tgid))
+	if (!hdrlog_is_target(tgid))
 		return 0;
 	hdrlog_emit_meta(id, (__u64)args->child_pid, HDRLOG_EV_FORK, 0, HDRLOG_ATTR_NONE, 0, 1);
 	return 0;

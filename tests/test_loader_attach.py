@@ -4,8 +4,10 @@ which it closes, what it attaches instead (the real-kernel case is test_kernel_r
 from __future__ import annotations
 
 import contextlib
+import ctypes as ct
 import errno
 import itertools
+import threading
 
 import pytest
 
@@ -71,6 +73,12 @@ class Table(dict):
     def __setitem__(self, k, v):
         super().__setitem__(k.value, v.value)
 
+    def __getitem__(self, k):
+        return ct.c_uint32(super().get(k.value, 0))
+
+    def __delitem__(self, k):
+        super().__delitem__(k.value)
+
 
 @pytest.fixture
 def probeset(monkeypatch, tmp_path):
@@ -78,7 +86,8 @@ def probeset(monkeypatch, tmp_path):
                         lambda elf, lib, symbols, path=None, mode="auto": ENTRIES if mode == "entry" else PLACED)
     monkeypatch.setattr(loader, "ElfFile", lambda path: contextlib.nullcontext())
     ps = object.__new__(loader.ProbeSet)
-    ps.mode, ps.settings, ps.bpf = "multi", loader.Settings(), {"targets": Table()}
+    ps.mode, ps.settings, ps.bpf = "multi", loader.Settings(), {"targets": Table(), "target_slots": Table()}
+    ps._targets, ps._targets_lock = set(), threading.Lock()
     ps.attached, ps._fds, ps.notes, ps._noted, ps._fns, ps._plans = {}, {}, [], set(), {}, {}
     monkeypatch.setattr(ps, "_prog_fd", lambda name: name)
     lib = tmp_path / "libssl.so.3"
@@ -100,7 +109,7 @@ def test_a_refused_offset_keeps_the_links_already_made(monkeypatch, probeset):
     ]
     assert [p.site.where for p in done if p.symbol == "SSL_free"] == ["SSL_free+0x0"]
     assert sorted(ps._fds[1]) == sorted(k.links)
-    assert ps.bpf["targets"] == {1: 1}
+    assert ps.bpf["targets"] == {1: 1} and ps.bpf["target_slots"] == {1: 1}
     assert len(ps.notes) == 1 and "SSL_free is probed at its entry instead" in ps.notes[0]
 
 
@@ -126,3 +135,17 @@ def test_a_refused_entry_after_moving_is_one_error_and_nothing_stays(monkeypatch
     with pytest.raises(uprobelink.AttachError):
         ps.attach(1, LIB, path, {})
     assert k.links == {} and 1 not in ps._fds and 1 not in ps.attached
+
+
+def test_targets_and_their_slots_follow_attach_and_detach(monkeypatch, probeset):
+    ps, path = probeset
+    FakeKernel(monkeypatch)
+    ps.attach(1, LIB, path, {})
+    ps.attach(1, LIB, path, {})  # a second library of the same process: counted once
+    ps.attach(1 + loader.TARGET_SLOTS, LIB, path, {})  # same slot
+    assert ps.bpf["targets"] == {1: 1, 1 + loader.TARGET_SLOTS: 1} and ps.bpf["target_slots"] == {1: 2}
+    ps.detach(1)
+    ps.detach(1)
+    assert ps.bpf["targets"] == {1 + loader.TARGET_SLOTS: 1} and ps.bpf["target_slots"] == {1: 1}
+    ps.detach(1 + loader.TARGET_SLOTS)
+    assert ps.bpf["targets"] == {} and ps.bpf["target_slots"] == {1: 0}

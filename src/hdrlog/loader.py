@@ -13,7 +13,9 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import os
+import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from hdrlog.tlslibs import TlsLibrary
 
 COMMON_FILE = "common.bpf.c"
 MAX_BYTES_LIMIT = 1 << 18  # 256 KiB per call: 16 chunks of 16 KiB
+TARGET_SLOTS = 16384  # entries of the probes' target_slots filter (a power of two)
 
 
 def probes_dir() -> Path:
@@ -66,6 +69,7 @@ class Settings:
     max_bytes: int = 16384
     ringbuf_pages: int = 1024  # 4 MiB
     placement: str = "auto"  # "auto" (placement.py) | "entry" (every probe at its symbol's entry)
+    raw_tracepoints: bool = True  # the sock probes as raw tracepoints when the kernel's BTF gives the offsets
     extra_cflags: list[str] = field(default_factory=list)
 
     def cflags(self) -> list[str]:
@@ -78,8 +82,31 @@ class Settings:
             f"-I{probes_dir()}",
             f"-DHDRLOG_MAX_BYTES={self.max_bytes}",
             f"-DHDRLOG_RINGBUF_PAGES={pages}",
+            f"-DHDRLOG_TARGET_SLOTS={TARGET_SLOTS}",
+            *(kernel_cflags() if self.raw_tracepoints else []),
             *self.extra_cflags,
         ]
+
+
+_kernel_cflags: list[str] | None = None
+
+
+def kernel_cflags() -> list[str]:
+    """-D flags with the running kernel's struct sock member offsets (kbtf.py), read once per process;
+    empty when the kernel's BTF does not tell them (the probes then use the classic sock tracepoints)."""
+    global _kernel_cflags
+    if _kernel_cflags is None:
+        from hdrlog import kbtf
+
+        btf, fam, proto = kbtf.load(), None, None
+        try:
+            if btf:
+                fam, proto = btf.member("sock_common", "skc_family"), btf.member("sock", "sk_protocol")
+        except (ValueError, IndexError, struct.error):  # a malformed BTF: the classic tracepoints
+            fam = proto = None
+        ok = fam is not None and proto is not None and fam.size == 2 and proto.size == 2
+        _kernel_cflags = [f"-DHDRLOG_SKC_FAMILY={fam.offset}", f"-DHDRLOG_SK_PROTOCOL={proto.offset}"] if ok else []
+    return _kernel_cflags
 
 
 class _OutputCapture:
@@ -142,6 +169,8 @@ class ProbeSet:
         self._noted: set[tuple[int, str]] = set()
         self._fns: dict[str, object] = {}
         self._plans: dict[tuple, list[Site]] = {}
+        self._targets: set[int] = set()  # pids in the probes' `targets`
+        self._targets_lock = threading.Lock()
 
     @staticmethod
     def trim() -> None:
@@ -197,8 +226,27 @@ class ProbeSet:
             raise
         self._fds.setdefault(pid, []).extend(dict.fromkeys(p.fd for p in done))
         self.attached.setdefault(pid, []).extend(done)
-        self.bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
+        self._target(pid, True)
         return done
+
+    def _target(self, pid: int, on: bool) -> None:
+        """Add pid to (remove it from) the probes' `targets`, and count it in `target_slots` (a tgid is in
+        `targets` only while its slot counts it)."""
+        with self._targets_lock:
+            if on == (pid in self._targets):
+                return
+            slots, slot = self.bpf["target_slots"], ct.c_int(pid % TARGET_SLOTS)
+            if on:
+                slots[slot] = ct.c_uint32(slots[slot].value + 1)
+                self.bpf["targets"][ct.c_uint32(pid)] = ct.c_uint8(1)
+                self._targets.add(pid)
+            else:
+                self._targets.discard(pid)
+                try:
+                    del self.bpf["targets"][ct.c_uint32(pid)]
+                except KeyError:
+                    pass
+                slots[slot] = ct.c_uint32(max(0, slots[slot].value - 1))
 
     def _move_to_entries(self, pid: int, library: TlsLibrary, path: str, symbols: dict, todo: list[Site],
                          done: list[AttachedProbe], refused: list[Site], names: set[str]) -> list[Site]:
@@ -265,10 +313,7 @@ class ProbeSet:
         """Remove pid's probes; the seconds the kernel took (its fds are closed in parallel threads)."""
         self.attached.pop(pid, None)
         took = uprobelink.close_all(self._fds.pop(pid, []))
-        try:
-            del self.bpf["targets"][ct.c_uint32(pid)]
-        except KeyError:
-            pass
+        self._target(pid, False)
         return took
 
     # -- events ----------------------------------------------------------------------------------
