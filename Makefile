@@ -74,7 +74,8 @@ setup-venv:
 	  false
 	fi
 
-# Re-installed only when pyproject.toml or a C extension's source is newer than the stamp, a built extension is
+# Re-installed only when pyproject.toml or a C extension's source (.c or included .h) is newer than the stamp, a
+# built extension is
 # missing (git clean) or the venv is new. The editable install builds src/hdrlog/_*.so in place (one per
 # src/hdrlog/_*.c, each declared in pyproject.toml's ext-modules).
 EXT_SRCS := $(wildcard src/hdrlog/_*.c)
@@ -86,6 +87,7 @@ setup-pip:
 	for c in $(EXT_SRCS); do
 	  [ $(STAMP_INSTALL) -nt "$$c" ] && compgen -G "$${c%.c}.*.so" >/dev/null || fresh=0
 	done
+	for h in $(wildcard src/hdrlog/_*.h); do [ $(STAMP_INSTALL) -nt "$$h" ] || fresh=0; done
 	compgen -G '$(VENV)/lib/python3*/site-packages/hdrlog-*.dist-info' >/dev/null || fresh=0
 	if (( fresh )); then echo "==> pip: hdrlog already installed (editable)"; exit 0; fi
 	# the hatchling editable install of earlier trees leaves an empty site-packages/hdrlog directory behind,
