@@ -75,9 +75,8 @@ setup-venv:
 	fi
 
 # Re-installed only when pyproject.toml or a C extension's source (.c or included .h) is newer than the stamp, a
-# built extension is
-# missing (git clean) or the venv is new. The editable install builds src/hdrlog/_*.so in place (one per
-# src/hdrlog/_*.c, each declared in pyproject.toml's ext-modules).
+# built extension is missing (git clean) or the venv is new. The editable install builds src/hdrlog/_*.so in place
+# (one per src/hdrlog/_*.c, each declared in pyproject.toml's ext-modules).
 EXT_SRCS := $(wildcard src/hdrlog/_*.c)
 EXT_MODS := $(patsubst src/hdrlog/%.c,hdrlog.%,$(EXT_SRCS))
 setup-pip:
