@@ -297,6 +297,62 @@ def test_paths_equal():
         assert got == r.path(path), path
 
 
+def test_huge_values_and_many_items():
+    a, b = Redactor(key=KEY), Redactor(key=KEY)
+    hs = [("Cookie", "; ".join(f"c{i}=v{i}" for i in range(20000))), ("Authorization", "Bearer " + "t" * 1_000_000),
+          ("Set-Cookie", "s=" + "é" * 300_000 + "; Path=/"), ("X-Api-Key", "k" * 70_000), ("Cookie", "x" * 5000),
+          ("Authorization", "\u00a0" * 10 + "Basic " + "z" * 100)]
+    fast = a.headers(hs)
+    redact.FAST = False
+    try:
+        ref = b.headers(hs)
+    finally:
+        redact.FAST = True
+    assert fast == ref and fast.content_length is None
+
+
+def test_two_redactors_and_the_switch_interleaved():
+    """Two pipelines' Redactors (other keys, other options) in one process, and the switch flipped between calls on
+    one Redactor: each record equals what the Python code gives for it."""
+    rs = [Redactor(key=KEY), Redactor(key=b"other" * 8, extra_names=["accept"]), Redactor(key=KEY, show_secrets=True)]
+    refs = [Redactor(key=KEY), Redactor(key=b"other" * 8, extra_names=["accept"]), Redactor(key=KEY, show_secrets=True)]
+    conns = [make_conn(None, "server", 1) for _ in rs]
+    ref_conns = [make_conn(None, "server", 1) for _ in rs]
+    rng = random.Random(4)
+    for i in range(3000):
+        k = rng.randrange(3)
+        hs = [("Cookie", f"sid={rng.randrange(50)}; t=1"), ("Accept", "*/*"), ("Authorization", f"Bearer {i % 7}")]
+        m = HttpMessage(kind="request", proto="http/1.1", ts_ns=10**18 + i, headers=hs, method="GET",
+                        path=f"/a?token={rng.randrange(5)}")
+        redact.FAST = rng.random() < 0.8
+        try:
+            got = records.http_record(conns[k], "in", m, event(1), rs[k])
+        finally:
+            redact.FAST = True
+        same(got, records.http_record_py(ref_conns[k], "in", m, event(1), refs[k]))
+
+
+def test_objects_of_other_types_and_keyword_calls():
+    """Attributes of objects that are not the dataclasses (no slots: getattr), and a call with keywords (the Python
+    code)."""
+    from types import SimpleNamespace as NS
+
+    r = Redactor(key=KEY)
+    def conn():
+        return NS(id="c", pid=1, comm="x", lib="openssl", local="a", peer="b", attr=2, pairer=NS(role="client"), h2=None,
+                  rec_key=None, rec_conn=None, rec_path=None, attribution="socket")
+    req = NS(kind="request", proto="http/1.1", ts_ns=10**18, headers=[("Cookie", "a=1")], method="GET", path="/?sig=2",
+             authority=None, status=None, reason=None, truncated=False, stream=None, latency_ms=None, request=None,
+             extra={})
+    resp = NS(**{**vars(req), "kind": "response", "request": req, "status": 200, "stream": 5, "extra": {"mcp": {}}})
+    ev = NS(tid=9)
+    for m in (req, resp, req):
+        same(records.http_record(conn(), "out", m, ev, r), records.http_record_py(conn(), "out", m, ev, r))
+    c = conn()
+    assert records.http_record(conn=c, direction="in", msg=req, ev=ev, redactor=r) == \
+        records.http_record_py(c, "in", req, ev, r)
+
+
 def test_declined_headers_use_the_python_code():
     r = Redactor(key=KEY)
     assert r._fast.headers(r, [("a", "b", "c")]) is None
