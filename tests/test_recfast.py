@@ -158,6 +158,7 @@ value_st = st.one_of(
     st.lists(st.sampled_from(BITS), max_size=7).map("".join),
     st.text(max_size=40),
     st.builds(lambda s, n: s * n, st.sampled_from(["a", "é", "sid=1;", "Bearer x"]), st.integers(500, 3000)),
+    st.none(),  # not from a parser, but the Python code takes it (the C code declines)
 )
 headers_st = st.lists(st.tuples(name_st, value_st), max_size=10)
 PATHS = ["/", "/api/users?id=1&fields=name", "/a?token=s3&x=1", "/a?id=1&\u212aey=v", "/p?q=passport#frag",
@@ -361,6 +362,8 @@ def test_declined_headers_use_the_python_code():
     assert r._fast.headers(r, [("Cookie", b"x")]) is None
     assert r.headers([["Cookie", b""]]) == [["Cookie", b""]]  # the Python code's answer
     assert r.headers([["Cookie", "a=1"]]) == [["Cookie", "a=" + r.value("1")]]
+    odd = [("Content-Length", None), ("content-length", "5"), ("X", None), ("Content-Length", "6")]
+    assert r.headers(odd).content_length == "5"  # as the Python code: the first that is not None
     with pytest.raises(ValueError):
         r.headers([("a", "b", "c")])
 

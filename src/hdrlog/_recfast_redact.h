@@ -405,8 +405,8 @@ static PyObject *do_headers(RedactObject *r, PyObject *redactor, PyObject *heade
             c = (int)cl;
         }
         if (c == C_CL) {
-            if (clen == NULL)
-                clen = Py_NewRef(v);
+            if (clen == NULL || clen == Py_None)  /* (Python: "if clen is None") */
+                Py_XSETREF(clen, Py_NewRef(v));
         } else if (c != C_PLAIN) {
             if (!PyUnicode_CheckExact(v)) {
                 Py_DECREF(item);
