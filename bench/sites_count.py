@@ -49,6 +49,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pid", type=int, action="append", required=True)
     ap.add_argument("--placement", choices=("auto", "entry"), default="auto")
+    ap.add_argument("--kinds", default="entry,return,ret-insn",
+                    help="which of hdrlog's sites to attach, by kind (entry, return = uretprobe, ret-insn): "
+                         "to split the traps' cost between function entries and returns")
+    ap.add_argument("--no-tracepoints", action="store_true", help="leave the two socket tracepoints out")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from bcc import BPF
@@ -87,14 +91,15 @@ def main() -> int:
                     sites = [s for s in sites if not bad & set(s.symbol.split("+"))] + \
                             [s for s in entry if s.symbol in bad]
                     sys.stderr.write(f"sites_count: {', '.join(sorted(bad))} refused where placed; at entry instead\n")
-            plans += [(pid, path, site) for site in sites]
+            kinds = set(a.kinds.split(","))
+            plans += [(pid, path, site) for site in sites if site.kind in kinds]
     if not plans:
         sys.stderr.write("sites_count: no TLS library found\n")
         return 2
     keys = sorted({(s.kind, s.where) for _, _, s in plans})
     text = "\n".join(PROG.replace("count_site", f"count_site_{i}").replace("BPF_ARRAY(hits, u64, 64);", "")
                      .replace("SITE", str(i)) for i in range(len(keys)))
-    b = BPF(text="BPF_ARRAY(hits, u64, 64);\n" + text + TP)
+    b = BPF(text="BPF_ARRAY(hits, u64, 64);\n" + text + ("" if a.no_tracepoints else TP))
     # attached exactly as hdrlog's loader does: uprobe_multi links (one per program, process, file and
     # entry/return), or one perf event per uprobe where the kernel has no uprobe_multi
     mode = uprobelink.mode()
@@ -121,7 +126,8 @@ def main() -> int:
     print("ready", flush=True)
     stop.wait()
     hits = {f"{k}@{w}": int(b["hits"][i].value) for i, (k, w) in enumerate(keys)}
-    print(json.dumps({"hits": hits, "tracepoint_hits": int(b["tp_hits"][0].value),
+    tp_hits = 0 if a.no_tracepoints else int(b["tp_hits"][0].value)
+    print(json.dumps({"hits": hits, "tracepoint_hits": tp_hits,
                       "sites": [f"{s.kind} {s.where} ({s.insn}; {s.cost})" for _, _, s in plans]}), flush=True)
     uprobelink.close_all(fds)
     b.cleanup()
