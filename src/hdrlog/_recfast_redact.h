@@ -94,7 +94,7 @@ static PyObject *marker_of(RedactObject *r, PyObject *u, Py_ssize_t a, Py_ssize_
         w = hmac_digest(r, (const unsigned char *)PyBytes_AS_STRING(enc), (size_t)PyBytes_GET_SIZE(enc), d);
         Py_DECREF(enc);
     }
-    memset(d, 0, sizeof(d));
+    sha_wipe(d, sizeof(d));
     m = PyUnicode_New(19, 127);
     if (m == NULL)
         goto done;
@@ -486,7 +486,9 @@ static PyObject *Redact_hmac(RedactObject *self, PyObject *arg) {
         return NULL;
     hmac_digest(self, b.buf, (size_t)b.len, d);
     PyBuffer_Release(&b);
-    return PyBytes_FromStringAndSize((const char *)d, 32);
+    PyObject *out = PyBytes_FromStringAndSize((const char *)d, 32);
+    sha_wipe(d, sizeof(d));
+    return out;
 }
 
 static PyObject *Redact_mark(RedactObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -519,7 +521,7 @@ static int Redact_init(RedactObject *self, PyObject *args, PyObject *kw) {
             pad[i] = ((const unsigned char *)kb.buf)[i] ^ 0x5c;
         memcpy(self->outer, sha_iv, sizeof(sha_iv));
         sha_blocks(self->outer, pad, 1);
-        memset(pad, 0, sizeof(pad));
+        sha_wipe(pad, sizeof(pad));
     }
     PyBuffer_Release(&kb);
     if (!ok) {
@@ -573,8 +575,8 @@ static void Redact_dealloc(RedactObject *self) {
     for (int c = 0; c < N_CLASSES; c++)
         for (int i = 0; i < FRONT_SLOTS; i++)
             Py_XDECREF(self->front_v[c][i]);
-    memset(self->inner, 0, sizeof(self->inner));
-    memset(self->outer, 0, sizeof(self->outer));
+    sha_wipe(self->inner, sizeof(self->inner));
+    sha_wipe(self->outer, sizeof(self->outer));
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

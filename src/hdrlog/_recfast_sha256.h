@@ -24,6 +24,10 @@ static const uint32_t sha_iv[8] = {
     0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au, 0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u,
 };
 
+/* memset that the compiler may not drop as a dead store (buffers that held a secret, about to go out of scope) */
+static void *(*const volatile sha_wipe_fn)(void *, int, size_t) = memset;
+#define sha_wipe(p, n) ((void)sha_wipe_fn((p), 0, (n)))
+
 typedef void (*sha_block_fn)(uint32_t st[8], const unsigned char *p, size_t n);
 
 #define SHA_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
@@ -64,7 +68,7 @@ static void sha_blocks_c(uint32_t st[8], const unsigned char *p, size_t n) {
         st[6] += g;
         st[7] += h;
     }
-    memset(w, 0, sizeof(w));  /* the schedule holds the message (a secret): not left on the stack */
+    sha_wipe(w, sizeof(w));  /* the schedule holds the message (a secret): not left on the stack */
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -138,7 +142,7 @@ static void sha_finish(sha_block_fn fn, uint32_t st[8], uint64_t done, const uns
     for (int i = 0; i < 8; i++)
         last[nb - 1 - i] = (unsigned char)(bits >> (8 * i));
     fn(st, last, nb / 64);
-    memset(last, 0, sizeof(last));
+    sha_wipe(last, sizeof(last));
     for (int i = 0; i < 8; i++) {
         out[4 * i] = (unsigned char)(st[i] >> 24);
         out[4 * i + 1] = (unsigned char)(st[i] >> 16);
