@@ -75,6 +75,12 @@ def test_records_are_ordinary_dicts():
     assert orjson.loads(orjson.dumps(rec))["method"] == "GET"
 
 
+def test_show_secrets_set_later_drops_the_c_side():
+    r = Redactor(key=KEY)
+    r.show_secrets = True
+    assert r._fast is None and r.headers([("Cookie", "a=1")]) == [["Cookie", "a=1"]]
+
+
 def test_a_subclass_keeps_to_the_python_code():
     class R(Redactor):
         pass

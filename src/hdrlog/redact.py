@@ -264,11 +264,17 @@ class Redactor:
         # value only). A _WHOLE value's redacted value is its marker: its memo is the markers' one.
         self._values: tuple[dict[int, str] | None, ...] = (None, self._markers, None, {}, {}, {})
         # the C side (hdrlog._recfast.Redact): the pad states hashed from the same key block, these same memos, and
-        # show_secrets as it is now (fixed for a Redactor's life); a subclass keeps to the Python code
+        # show_secrets as it is now (dropped if show_secrets is set again: __setattr__); a subclass keeps to the
+        # Python code
         self._fast = None
         if _recfast is not None and type(self) is Redactor:
             self._fast = _recfast.Redact(k.ljust(64, b"\0"), self._codes, self._values, self._markers, _MEMO_MAX,
                                          show_secrets, Headers)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "show_secrets" and getattr(self, "_fast", None) is not None:
+            self._fast = None  # the C side copied the old value: the Python code from now on
+        object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ public API
 
