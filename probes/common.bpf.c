@@ -124,11 +124,10 @@ static __always_inline __u16 hdrlog_swab16(__u16 x)
 	return (__u16)((x >> 8) | (x << 8));
 }
 
-/* struct sock_common begins: skc_daddr, skc_rcv_saddr, skc_hash, skc_dport (net order), skc_num */
-static __always_inline void hdrlog_read_tuple(void *sk, __u16 family, struct hdrlog_tuple *t)
+/* struct sock_common begins: skc_daddr, skc_rcv_saddr, skc_hash, skc_dport (net order), skc_num; `head` holds
+ * those 16 bytes (hdrlog_sock_head) */
+static __always_inline void hdrlog_read_tuple(void *sk, __u16 family, __u8 *head, struct hdrlog_tuple *t)
 {
-	__u8 head[16] = {};
-	bpf_probe_read_kernel(head, sizeof(head), sk);
 	t->family = family;
 	t->rport = hdrlog_swab16(*(__u16 *)&head[12]);
 	t->lport = *(__u16 *)&head[14];
@@ -326,17 +325,25 @@ static __always_inline void hdrlog_call_done(struct hdrlog_thread *t)
 	t->call.fn = 0;
 }
 
-/* The socket's family if it is a TCP socket over IPv4/IPv6, else 0. `family` is what the classic
- * tracepoint passed (0: not TCP), or -1 under the raw tracepoints: then read from the socket, only once a
- * traced thread needs it (struct sock_common's skc_family, struct sock's sk_protocol at the offset the
- * loader read from the kernel's BTF). */
-static __always_inline __u16 hdrlog_tcp_family(void *sk, int family)
+/* The socket's family if it is a TCP socket over IPv4/IPv6, else 0, and the head of its struct sock_common
+ * in head[0..16). `family` is what the classic tracepoint passed (0: not TCP), or -1 under the raw
+ * tracepoints: then read from the socket, only once a traced thread needs it (skc_family with the head
+ * in one read where it follows it, sk_protocol at the offset the loader read from the kernel's BTF). */
+static __always_inline __u16 hdrlog_sock_head(void *sk, int family, __u8 *head)
 {
-	if (family >= 0)
+	if (family >= 0) {
+		bpf_probe_read_kernel(head, 16, sk);
 		return (__u16)family;
+	}
 #ifdef HDRLOG_SK_PROTOCOL
 	__u16 fam = 0, proto = 0;
+#if HDRLOG_SKC_FAMILY == 16
+	bpf_probe_read_kernel(head, 18, sk);
+	fam = *(__u16 *)&head[16];
+#else
+	bpf_probe_read_kernel(head, 16, sk);
 	bpf_probe_read_kernel(&fam, sizeof(fam), (char *)sk + HDRLOG_SKC_FAMILY);
+#endif
 	if (fam != 2 && fam != 10)
 		return 0;
 	bpf_probe_read_kernel(&proto, sizeof(proto), (char *)sk + HDRLOG_SK_PROTOCOL);
@@ -354,10 +361,11 @@ static __always_inline void hdrlog_on_sock(void *sk, int family, int is_send)
 	struct hdrlog_thread *t = hdrlog_thread_get(0);
 	if (t && t->call.fn) {
 		if (t->call.attr != HDRLOG_ATTR_IN_CALL) {
-			__u16 fam = hdrlog_tcp_family(sk, family);
+			__u8 head[24] = {};
+			__u16 fam = hdrlog_sock_head(sk, family, head);
 			if (!fam)
 				return;
-			hdrlog_read_tuple(sk, fam, &t->call.tuple);
+			hdrlog_read_tuple(sk, fam, head, &t->call.tuple);
 			t->call.attr = HDRLOG_ATTR_IN_CALL;
 		}
 		return;
@@ -367,42 +375,44 @@ static __always_inline void hdrlog_on_sock(void *sk, int family, int is_send)
 	struct hdrlog_call *c = calls.lookup(&id);
 	if (c) {
 		if (c->attr != HDRLOG_ATTR_IN_CALL) {
-			__u16 fam = hdrlog_tcp_family(sk, family);
+			__u8 head[24] = {};
+			__u16 fam = hdrlog_sock_head(sk, family, head);
 			if (!fam)
 				return;
-			hdrlog_read_tuple(sk, fam, &c->tuple);
+			hdrlog_read_tuple(sk, fam, head, &c->tuple);
 			c->attr = HDRLOG_ATTR_IN_CALL;
 		}
 		return;
 	}
 #endif
+	__u8 head[24] = {};
+	__u16 fam = 0;
 	if (!t) {
 		/* a thread without state: another process's (the usual case), or a traced one's first I/O */
 		__u32 tgid = id >> 32;
 		if (!hdrlog_is_target(tgid))
 			return;
-		if (!hdrlog_tcp_family(sk, family))
+		fam = hdrlog_sock_head(sk, family, head);
+		if (!fam)
 			return;
 		t = hdrlog_thread_get(1);
 		if (!t)
 			return;
-	}
-	if (!is_send) {
-		__u16 fam = hdrlog_tcp_family(sk, family);
+	} else if (!is_send || t->send_pending) {
+		fam = hdrlog_sock_head(sk, family, head);
 		if (!fam)
 			return;
-		hdrlog_read_tuple(sk, fam, &t->hint);
+	}
+	if (!is_send) {
+		hdrlog_read_tuple(sk, fam, head, &t->hint);
 		t->hint_valid = 1;
 		return;
 	}
 	if (t->send_pending) {
-		__u16 fam = hdrlog_tcp_family(sk, family);
-		if (!fam)
-			return;
 		__u64 conn = t->send_pending;
 		t->send_pending = 0;
 		struct hdrlog_tuple tu = {};
-		hdrlog_read_tuple(sk, fam, &tu);
+		hdrlog_read_tuple(sk, fam, head, &tu);
 		hdrlog_emit_meta(id, conn, HDRLOG_EV_LINK, 0, HDRLOG_ATTR_SEND_AFTER, &tu, 0);
 	}
 }
