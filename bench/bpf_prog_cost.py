@@ -54,7 +54,7 @@ class Tree:
         from hdrlog import loader
         from hdrlog.tlslibs import REGISTRY
 
-        self.name, self.dir = name, pdir
+        self.name, self.dir = name, pdir = pdir.resolve()  # bcc crashes on a relative -I
         saved = loader.probes_dir
         loader.probes_dir = lambda: pdir
         try:
