@@ -54,7 +54,8 @@ class Tree:
         from hdrlog import loader
         from hdrlog.tlslibs import REGISTRY
 
-        self.name, self.dir = name, pdir = pdir.resolve()  # bcc crashes on a relative -I
+        pdir = pdir.resolve()  # bcc crashed on a relative include directory
+        self.name, self.dir = name, pdir
         saved = loader.probes_dir
         loader.probes_dir = lambda: pdir
         try:
