@@ -2,7 +2,8 @@
 
 The BPF program is one main text: probes/common.bpf.c followed by the probe file of every TLS library in
 use, joined with #line markers (bcc rewrites map accesses and tracepoint arguments in the main file only).
-Settings are -D flags. Uprobes are attached at the file offsets discover.py resolved, per process, by
+Settings are -D flags, the running kernel's struct sock offsets among them (kbtf.py: with them the socket
+probes are raw tracepoints, without them classic ones). Uprobes are attached at the file offsets discover.py resolved, per process, by
 uprobelink.py: one BPF uprobe_multi link per (program, process, file, entry/return) on Linux 6.6+, else one
 uprobe perf event per offset (the PMU only). Either is just a file descriptor: nothing is ever written to
 tracefs, and the kernel removes every probe when hdrlog exits, SIGKILL included.
