@@ -288,15 +288,17 @@ def test_secret_value_forms_equal():
 
 
 def test_paths_equal():
-    """The C check that a query holds none of redact._MAYBE_SECRET_QUERY's words (then the path is kept whole) against
-    Redactor.path: parameter names made of those words, secret parameter names, any case, percent signs, fragments."""
+    """The C check that a query holds none of redact._MAYBE_SECRET_QUERY's words (then the path is kept whole) and the C
+    redaction of the others against Redactor.path: parameter names made of those words, secret parameter names, any
+    case, percent signs, items without "=" or with several, empty names and values, "&" and ";", fragments."""
     rng = random.Random(13)
     words = redact._MAYBE_SECRET_QUERY.pattern.split("|")
     pieces = [*words, *(w.upper() for w in words), *redact.SECRET_PARAMS, "id", "x", "_", "-", "", "\u212a", "é"]
     r = Redactor(key=KEY)
-    for _ in range(6000):
-        items = [f"{''.join(rng.choice(pieces) for _ in range(rng.randrange(1, 3)))}={rng.choice(['1', 'v', ''])}"
-                 for _ in range(rng.randrange(0, 4))]
+    for _ in range(15000):
+        items = [f"{''.join(rng.choice(pieces) for _ in range(rng.randrange(0, 3)))}"
+                 f"{rng.choice(['=', '=', '', '=='])}{rng.choice(['1', 'v', '', 'a=b', '%41'])}"
+                 for _ in range(rng.randrange(0, 5))]
         path = rng.choice(["/p", "/a/b", ""]) + rng.choice(["?", "", "?x=1&"]) + rng.choice("&;") .join(items) + \
             rng.choice(["", "#f", "#token=1"])
         m = HttpMessage(kind="request", proto="http/1.1", ts_ns=1, headers=[], path=path)

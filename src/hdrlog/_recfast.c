@@ -33,7 +33,7 @@ static sha_block_fn sha_blocks;  /* chosen once at import: sha_blocks_ni when th
 enum { C_PLAIN, C_WHOLE, C_CL, C_AUTH, C_COOKIE, C_SET_COOKIE, N_CLASSES };  /* = redact._PLAIN ... _SET_COOKIE */
 
 static PyObject *S_code, *S_authorization, *S_path, *S_headers, *S_fast, *S_FAST, *S_role, *S_attribution,
-    *S_request, *S_http, *S_mcp, *S_update, *S_content_length;
+    *S_request, *S_http, *S_mcp, *S_update, *S_content_length, *S_secret_param;
 /* record keys */
 static PyObject *K_type, *K_ts, *K_pid, *K_tid, *K_comm, *K_lib, *K_direction, *K_conn, *K_proto, *K_kind,
     *K_method, *K_path, *K_authority, *K_status, *K_reason, *K_latency, *K_request, *K_stream, *K_headers,
@@ -133,6 +133,67 @@ static int maybe_secret_query(const Py_UCS1 *q, Py_ssize_t n) {
     return 0;
 }
 
+/* Redactor.path for an ASCII path whose query (after the "?" at q) may hold a secret parameter: the values of the
+ * secret ones (a name in Redactor._params, else Redactor._secret_param's answer) marked, separators and the fragment
+ * kept; the path itself when nothing was marked. */
+static PyObject *redact_query(RedactObject *st, PyObject *redactor, PyObject *path, Py_ssize_t q) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(path);
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(path);
+    const Py_UCS1 *hash = memchr(s + q, '#', (size_t)(n - q));
+    Py_ssize_t end = hash != NULL ? hash - s : n, start = q + 1;
+    int changed = 0;
+    Out o;
+    out_init(&o, path);
+    if (out_sub(&o, 0, start) < 0)
+        goto fail;
+    while (start < end) {  /* the items between "&" and ";" (redact._PARAM_SPLIT), separators kept */
+        Py_ssize_t stop = start;
+        while (stop < end && s[stop] != '&' && s[stop] != ';')
+            stop++;
+        const Py_UCS1 *eqp = memchr(s + start, '=', (size_t)(stop - start));
+        Py_ssize_t eq = eqp != NULL ? eqp - s : -1;
+        int secret = 0;
+        if (eq >= 0 && eq + 1 < stop) {
+            PyObject *name = PyUnicode_Substring(path, start, eq);
+            if (name == NULL)
+                goto fail;
+            PyObject *known = PyDict_GetItemWithError(st->params, name);
+            if (known != NULL)
+                secret = PyObject_IsTrue(known);
+            else if (PyErr_Occurred())
+                secret = -1;
+            else {
+                PyObject *r = PyObject_CallMethodOneArg(redactor, S_secret_param, name);
+                secret = r == NULL ? -1 : PyObject_IsTrue(r);
+                Py_XDECREF(r);
+            }
+            Py_DECREF(name);
+            if (secret < 0)
+                goto fail;
+        }
+        if (secret) {
+            changed = 1;
+            if (out_sub(&o, start, eq + 1) < 0 || out_marker(&o, st, eq + 1, stop, 1) < 0)
+                goto fail;
+        } else if (out_sub(&o, start, stop) < 0) {
+            goto fail;
+        }
+        if (stop < end && out_sub(&o, stop, stop + 1) < 0)
+            goto fail;
+        start = stop + 1;
+    }
+    if (!changed) {
+        out_free(&o);
+        return Py_NewRef(path);
+    }
+    if (out_sub(&o, end, n) < 0)
+        goto fail;
+    return out_finish(&o);
+fail:
+    out_free(&o);
+    return NULL;
+}
+
 /* redactor.path(path): unchanged where Redactor.path returns it unsplit (an ASCII path without "?" or with a query
  * holding none of the words), else the Python method. */
 static PyObject *redact_path(RedactObject *st, PyObject *redactor, PyObject *path) {
@@ -144,6 +205,7 @@ static PyObject *redact_path(RedactObject *st, PyObject *redactor, PyObject *pat
         const Py_UCS1 *q = memchr(s, '?', (size_t)n);
         if (q == NULL || !maybe_secret_query(q + 1, n - (q + 1 - s)))
             return Py_NewRef(path);
+        return redact_query(st, redactor, path, q - s);
     }
     return PyObject_CallMethodOneArg(redactor, S_path, path);
 }
@@ -475,7 +537,7 @@ PyMODINIT_FUNC PyInit__recfast(void) {
         {&S_code, "_code"}, {&S_authorization, "_authorization"}, {&S_path, "path"}, {&S_headers, "headers"},
         {&S_fast, "_fast"}, {&S_FAST, "FAST"}, {&S_role, "role"}, {&S_attribution, "attribution"},
         {&S_request, "request"}, {&S_http, "http"}, {&S_mcp, "mcp"}, {&S_update, "update"},
-        {&S_content_length, "content_length"}, {&K_type, "type"}, {&K_ts, "ts"}, {&K_pid, "pid"}, {&K_tid, "tid"},
+        {&S_content_length, "content_length"}, {&S_secret_param, "_secret_param"}, {&K_type, "type"}, {&K_ts, "ts"}, {&K_pid, "pid"}, {&K_tid, "tid"},
         {&K_comm, "comm"}, {&K_lib, "lib"}, {&K_direction, "direction"}, {&K_conn, "conn"}, {&K_proto, "proto"},
         {&K_kind, "kind"}, {&K_method, "method"}, {&K_path, "path"}, {&K_authority, "authority"},
         {&K_status, "status"}, {&K_reason, "reason"}, {&K_latency, "latency_ms"}, {&K_request, "request"},

@@ -12,6 +12,7 @@ typedef struct {
     PyObject *codes;               /* Redactor._codes: header name -> class */
     PyObject *memos[N_CLASSES];    /* Redactor._values (NULL where None); memos[C_WHOLE] is markers */
     PyObject *markers;             /* Redactor._markers: hash(secret) -> marker */
+    PyObject *params;              /* Redactor._params: query parameter name -> secret? */
     PyTypeObject *headers_type;    /* redact.Headers */
     Py_ssize_t clen_off;           /* its content_length slot */
     Py_ssize_t memo_max;

@@ -190,11 +190,11 @@ static PyObject *Redact_mark(RedactObject *self, PyObject *const *args, Py_ssize
 
 static int Redact_init(RedactObject *self, PyObject *args, PyObject *kw) {
     Py_buffer kb;
-    PyObject *codes, *values, *markers, *htype;
+    PyObject *codes, *values, *markers, *htype, *params;
     Py_ssize_t memo_max;
     int show;
-    if (!PyArg_ParseTuple(args, "y*O!O!O!npO!:Redact", &kb, &PyDict_Type, &codes, &PyTuple_Type, &values,
-                          &PyDict_Type, &markers, &memo_max, &show, &PyType_Type, &htype))
+    if (!PyArg_ParseTuple(args, "y*O!O!O!npO!O!:Redact", &kb, &PyDict_Type, &codes, &PyTuple_Type, &values,
+                          &PyDict_Type, &markers, &memo_max, &show, &PyType_Type, &htype, &PyDict_Type, &params))
         return -1;
     int ok = kb.len == 64 && PyTuple_GET_SIZE(values) == N_CLASSES;
     if (ok) {
@@ -239,6 +239,7 @@ static int Redact_init(RedactObject *self, PyObject *args, PyObject *kw) {
     }
     Py_XSETREF(self->codes, Py_NewRef(codes));
     Py_XSETREF(self->markers, Py_NewRef(markers));
+    Py_XSETREF(self->params, Py_NewRef(params));
     Py_XSETREF(self->headers_type, (PyTypeObject *)Py_NewRef(htype));
     self->memo_max = memo_max < 1 ? 1 : memo_max;
     for (int i = 0; i < NAME_SLOTS; i++)  /* (a second __init__: other codes, other memos) */
@@ -253,6 +254,7 @@ static int Redact_init(RedactObject *self, PyObject *args, PyObject *kw) {
 static void Redact_dealloc(RedactObject *self) {
     Py_XDECREF(self->codes);
     Py_XDECREF(self->markers);
+    Py_XDECREF(self->params);
     Py_XDECREF(self->headers_type);
     for (int c = 0; c < N_CLASSES; c++)
         Py_XDECREF(self->memos[c]);

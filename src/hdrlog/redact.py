@@ -269,7 +269,7 @@ class Redactor:
         self._fast = None
         if _recfast is not None and type(self) is Redactor:
             self._fast = _recfast.Redact(k.ljust(64, b"\0"), self._codes, self._values, self._markers, _MEMO_MAX,
-                                         show_secrets, Headers)
+                                         show_secrets, Headers, self._params)
 
     def __setattr__(self, name: str, value) -> None:
         if name == "show_secrets" and getattr(self, "_fast", None) is not None:
