@@ -11,8 +11,9 @@
  * same order), the per-connection "conn" object and path memo of records.py, the rfc3339 timestamp. It calls
  * http_record_py when switch["FAST"] is not True (redact.FAST: the Python reference), when the redactor has no
  * Redact, or for a timestamp outside years 1970..9999; rarely taken branches call the Redactor's Python methods
- * (a header name's class, an Authorization value of an unusual form, a query that may hold a secret parameter, the
- * MCP session). tests/test_recfast.py compares both paths on the fixtures and on generated messages.
+ * (a header name's class, an Authorization value of an unusual form, a query parameter name not seen before, a
+ * non-ASCII path whose query may hold a secret, the MCP session). tests/test_recfast.py compares both paths on the
+ * fixtures and on generated messages.
  *
  * Slots of the dataclasses (Conn, HttpMessage, Event, Pairer) are read at their member descriptors' offsets, found
  * once per type (and again when the type changes); any other attribute goes through getattr.
