@@ -103,6 +103,13 @@ def part_ceiling(env: Env, a) -> dict:
                                        if s["script"] != "pipeline.lua"}}}
 
 
+def first_loss(c: dict) -> str:
+    """Where the first loss came, or that no step with the default ring lost anything."""
+    if c["lowest_lossy_served_msgs_per_s"] is None:
+        return "no step lost an event (the deliberately small ring of the last step aside)"
+    return f"first loss at {c['lowest_lossy_served_msgs_per_s']:.0f} msg/s offered ({c['lowest_lossy_step']})"
+
+
 def print_ceiling(c: dict) -> None:
     print(f"\n== consumer ceiling ({c['setup']['nginx']}, wrk {c['setup']['wrk']}; hdrlog {c['setup']['hdrlog']}; "
           f"{c['setup']['seconds']}s per step)")
@@ -117,8 +124,7 @@ def print_ceiling(c: dict) -> None:
               f"{s['loss_record_events']:15d} {s['missing_msgs']:12d}")
     d = c["drops_counted"]
     print(f"max lossless: {c['max_lossless_msgs_per_s'] or 0:.0f} msg/s ({c['max_lossless_step']}, consumer at "
-          f"{100 * (c['max_lossless_consumer_cpu_share'] or 0):.0f}% of its core); first loss at "
-          f"{c['lowest_lossy_served_msgs_per_s'] or 0:.0f} msg/s offered ({c['lowest_lossy_step']}); consumer "
+          f"{100 * (c['max_lossless_consumer_cpu_share'] or 0):.0f}% of its core); {first_loss(c)}; consumer "
           f"{c['consumer_cpu_us_per_msg_median']:.1f} µs/msg = {c['one_core_limit_msgs_per_s']:.0f} msg/s per core; "
           f"nginx served up to {c['max_served_msgs_per_s']:.0f} msg/s")
     print(f"drops: loss records = summary in every step: {d['loss_records_equal_summary']}; missing messages - lost "

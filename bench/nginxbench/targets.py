@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .ceiling import first_loss
+
 
 # -- targets (issue 3) ------------------------------------------------------------------------------
 def targets(rep: dict) -> list[dict]:
@@ -33,7 +35,7 @@ def targets(rep: dict) -> list[dict]:
     if c:
         v = c["max_lossless_msgs_per_s"] or 0
         add("lossless message rate (ceiling)", f"{v:.0f} msg/s", "≥ 50,000 msg/s", v >= 50000, f"{v - 50000:+.0f} msg/s",
-            f"first loss at {c['lowest_lossy_served_msgs_per_s'] or 0:.0f} msg/s offered; "
+            f"{first_loss(c)}; "
             f"{c['consumer_cpu_us_per_msg_median']:.1f} µs/msg = {c['one_core_limit_msgs_per_s']:.0f} msg/s per core")
         d = c["drops_counted"]
         exact = d["loss_records_equal_summary"] and all(v <= 0 for v in d["missing_minus_lost"].values())
