@@ -32,10 +32,9 @@ from hdrlog.stats import Stats  # noqa: E402
 KEY = b"k" * 32
 
 
-def one_round(raws: list[bytes], wall: int, out: str, batch: int) -> tuple[float, int]:
-    sink = OutputSink(JsonlSink(out), None, observers=[Stats(headers=False)])
-    pipe = Pipeline(sink, Redactor(key=KEY), lib_of_pid=lambda pid: "openssl", max_bytes=16384, wall_offset_ns=wall)
-    views = [memoryview(r) for r in raws]
+def feed_timed(pipe: Pipeline, sink, views, batch: int) -> float:
+    """CPU seconds to feed the views to pipe.on_raw, flushing the sink every `batch` records (as the ring reader's
+    batches would), without a ring (bench/ring_micro.py uses it as its no-ring control)."""
     feed, flush = pipe.on_raw, sink.flush
     t0 = time.process_time()
     i = 0
@@ -46,7 +45,13 @@ def one_round(raws: list[bytes], wall: int, out: str, batch: int) -> tuple[float
             i = 0
             flush()
     flush()
-    dt = time.process_time() - t0
+    return time.process_time() - t0
+
+
+def one_round(raws: list[bytes], wall: int, out: str, batch: int) -> tuple[float, int]:
+    sink = OutputSink(JsonlSink(out), None, observers=[Stats(headers=False)])
+    pipe = Pipeline(sink, Redactor(key=KEY), lib_of_pid=lambda pid: "openssl", max_bytes=16384, wall_offset_ns=wall)
+    dt = feed_timed(pipe, sink, [memoryview(r) for r in raws], batch)
     sink.close()
     return dt, sum(pipe.messages_by_pid.values())
 

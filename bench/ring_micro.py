@@ -32,6 +32,7 @@ from hdrlog.pipeline import Pipeline  # noqa: E402
 from hdrlog.redact import Redactor  # noqa: E402
 from hdrlog.sinks import JsonlSink  # noqa: E402
 from hdrlog.stats import Stats  # noqa: E402
+from live_replay import feed_timed  # noqa: E402
 
 KEY = b"k" * 32
 PAGE_OFF = mmap.PAGESIZE
@@ -68,17 +69,7 @@ def one_round(fast: bool | None, pre: list[bytes], raws: list[bytes], wall: int,
         pipe.on_raw(memoryview(raw))
     if fast is None:
         views = [memoryview(data)[PAGE_OFF + e - ((len(r) + 15) & ~7) + 8:][:len(r)] for r, e in zip(raws, ends)]
-        feed, flush = pipe.on_raw, sink.flush
-        t0 = time.process_time()
-        i = 0
-        for mv in views:
-            feed(mv)
-            i += 1
-            if i == batch:
-                i = 0
-                flush()
-        flush()
-        dt = time.process_time() - t0
+        dt = feed_timed(pipe, sink, views, batch)
         views = None
         sink.close()
         return dt * 1e6 / max(1, sum(pipe.messages_by_pid.values()))

@@ -226,6 +226,24 @@ class RecordSink:
         pass
 
 
+class LinesSink:
+    """A pipeline sink that keeps every record as the JSON line orjson makes of it (bytes, for exact comparisons)."""
+
+    def __init__(self):
+        self.lines: list[bytes] = []
+
+    def write(self, rec) -> None:
+        import orjson
+
+        self.lines.append(orjson.dumps(rec))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def python_without_bcc() -> str | None:
     """The first `python3` on PATH (pyenv's here) if it is not Debian's and cannot import bcc."""
     p = shutil.which("python3")

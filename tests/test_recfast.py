@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import LinesSink
 from hdrlog import h2, records, redact
 from hdrlog.conntrack import Conn
 from hdrlog.events import Event
@@ -119,18 +120,6 @@ def test_hmac_and_markers_equal_hmac_module(key_len):
 # ------------------------------------------------------------------------------------------ fixtures
 
 
-class ListSink:
-    def __init__(self):
-        self.lines: list[bytes] = []
-
-    def write(self, rec) -> None:
-        self.lines.append(orjson.dumps(rec))
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=os.path.basename)
@@ -142,7 +131,7 @@ def test_fixtures_replay_identically(fixture, opts, slow):
     out = []
     for py in (False, True):
         slow(py)
-        sink = ListSink()
+        sink = LinesSink()
         replay(fixture, sink, Redactor(key=KEY, **opts), mcp_payloads=mcp)
         out.append(sink.lines)
     assert out[0] == out[1]

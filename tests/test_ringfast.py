@@ -15,11 +15,11 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import LinesSink
 from hdrlog import events, ringbuf
 from hdrlog.pipeline import Pipeline
 from hdrlog.redact import Redactor
@@ -235,21 +235,10 @@ def test_a_slice_kept_past_its_call_keeps_the_mapping():
 KEY = b"k" * 32
 
 
-class ListSink:
-    def __init__(self):
-        self.lines: list[bytes] = []
-
-    def write(self, rec) -> None:
-        self.lines.append(orjson.dumps(rec))
-
-    def flush(self) -> None:
-        pass
-
-
 def pipeline_output(fast: bool, raws: list[bytes], batch: int, **kw) -> tuple:
     events._addr_cache.clear()  # the first events of each run go through the Python decode (None from C)
     events._comm_cache.clear()
-    sink = ListSink()
+    sink = LinesSink()
     forks: list = []
     pipe = Pipeline(sink, Redactor(key=KEY), lib_of_pid=lambda pid: "openssl", max_bytes=16384,
                     wall_offset_ns=1_700_000_000_000_000_000, on_fork=lambda *a: forks.append(a), **kw)
