@@ -147,6 +147,21 @@ def load_tree(pkg_dir: str, name: str = "hdrlog_base") -> dict:
             "Redactor": mod("redact").Redactor, "JsonlSink": mod("sinks").JsonlSink, "Stats": mod("stats").Stats}
 
 
+def feed_timed(feed, flush, views, batch: int = FLUSH_EVERY) -> float:
+    """CPU seconds to feed the views one by one, flushing every `batch` records as the ring reader's batches would:
+    the loop every in-process bench here times (bench/live_replay.py, bench/ring_micro.py's no-ring control)."""
+    t0 = time.process_time()
+    i = 0
+    for mv in views:
+        feed(mv)
+        i += 1
+        if i == batch:
+            i = 0
+            flush()
+    flush()
+    return time.process_time() - t0
+
+
 def run_stage(stage: str, pre: list[bytes], raws: list[bytes], wall: int, m: dict = THIS) -> float:
     """Seconds of CPU (process time) for feeding `raws` through the stage (of tree `m`, default this one)."""
     events, Tracker, Mcp, OutputSink = m["events"], m["Tracker"], m["Mcp"], m["OutputSink"]  # noqa: N806
@@ -181,16 +196,7 @@ def run_stage(stage: str, pre: list[bytes], raws: list[bytes], wall: int, m: dic
         feed(memoryview(raw))
     views = [memoryview(r) for r in raws]
     flush = sink.flush if sink is not None else (lambda: None)
-    t0 = time.process_time()
-    i = 0
-    for mv in views:
-        feed(mv)
-        i += 1
-        if i == FLUSH_EVERY:
-            i = 0
-            flush()
-    flush()
-    dt = time.process_time() - t0
+    dt = feed_timed(feed, flush, views)
     if sink is not None:
         sink.close()
     return dt

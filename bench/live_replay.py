@@ -16,11 +16,11 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from hdrlog.output import OutputSink  # noqa: E402
 from hdrlog.pipeline import Pipeline  # noqa: E402
@@ -28,30 +28,15 @@ from hdrlog.redact import Redactor  # noqa: E402
 from hdrlog.replay import read_events  # noqa: E402
 from hdrlog.sinks import JsonlSink  # noqa: E402
 from hdrlog.stats import Stats  # noqa: E402
+from consumer_micro import feed_timed  # noqa: E402
 
 KEY = b"k" * 32
-
-
-def feed_timed(pipe: Pipeline, sink, views, batch: int) -> float:
-    """CPU seconds to feed the views to pipe.on_raw, flushing the sink every `batch` records (as the ring reader's
-    batches would), without a ring (bench/ring_micro.py uses it as its no-ring control)."""
-    feed, flush = pipe.on_raw, sink.flush
-    t0 = time.process_time()
-    i = 0
-    for mv in views:
-        feed(mv)
-        i += 1
-        if i == batch:
-            i = 0
-            flush()
-    flush()
-    return time.process_time() - t0
 
 
 def one_round(raws: list[bytes], wall: int, out: str, batch: int) -> tuple[float, int]:
     sink = OutputSink(JsonlSink(out), None, observers=[Stats(headers=False)])
     pipe = Pipeline(sink, Redactor(key=KEY), lib_of_pid=lambda pid: "openssl", max_bytes=16384, wall_offset_ns=wall)
-    dt = feed_timed(pipe, sink, [memoryview(r) for r in raws], batch)
+    dt = feed_timed(pipe.on_raw, sink.flush, [memoryview(r) for r in raws], batch)
     sink.close()
     return dt, sum(pipe.messages_by_pid.values())
 

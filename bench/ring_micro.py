@@ -32,7 +32,7 @@ from hdrlog.pipeline import Pipeline  # noqa: E402
 from hdrlog.redact import Redactor  # noqa: E402
 from hdrlog.sinks import JsonlSink  # noqa: E402
 from hdrlog.stats import Stats  # noqa: E402
-from live_replay import feed_timed  # noqa: E402
+from consumer_micro import feed_timed  # noqa: E402
 
 KEY = b"k" * 32
 PAGE_OFF = mmap.PAGESIZE
@@ -69,7 +69,7 @@ def one_round(fast: bool | None, pre: list[bytes], raws: list[bytes], wall: int,
         pipe.on_raw(memoryview(raw))
     if fast is None:
         views = [memoryview(data)[PAGE_OFF + e - ((len(r) + 15) & ~7) + 8:][:len(r)] for r, e in zip(raws, ends)]
-        dt = feed_timed(pipe, sink, views, batch)
+        dt = feed_timed(pipe.on_raw, sink.flush, views, batch)
         views = None
         sink.close()
         return dt * 1e6 / max(1, sum(pipe.messages_by_pid.values()))
