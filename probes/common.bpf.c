@@ -99,6 +99,9 @@ BPF_HASH(targets, __u32, __u8, 4096);                          /* tgids being tr
  * the verifier inlines instead of a hash look-up (~0.1-0.2 µs per socket call on a KVM guest) */
 BPF_ARRAY(target_slots, __u32, HDRLOG_TARGET_SLOTS);
 BPF_HASH(lost, struct hdrlog_connkey, __u32, 16384);          /* connections that lost events */
+/* connections whose tuple the consumer has been sent (a handshake with its socket seen in the call, or a link):
+ * copy sites (openssl.bpf.c) have no call to attribute, and ask for a link only for connections not in here */
+BPF_TABLE("lru_hash", struct hdrlog_connkey, __u8, linked, 65536);
 BPF_ARRAY(lost_pending, __u64, 1);                             /* entries in `lost` (0: skip the look-up) */
 BPF_PERCPU_ARRAY(scratch, struct hdrlog_buf, 1);
 BPF_PERCPU_ARRAY(stats, __u64, HDRLOG_STAT_MAX);
@@ -110,6 +113,19 @@ static __always_inline int hdrlog_is_target(__u32 tgid)
 	if (!n || *n == 0)
 		return 0;
 	return targets.lookup(&tgid) != 0;
+}
+
+static __always_inline int hdrlog_linked(__u32 pid, __u64 conn)
+{
+	struct hdrlog_connkey k = {.pid = pid, .conn = conn};
+	return linked.lookup(&k) != 0;
+}
+
+static __always_inline void hdrlog_linked_set(__u32 pid, __u64 conn)
+{
+	struct hdrlog_connkey k = {.pid = pid, .conn = conn};
+	__u8 one = 1;
+	linked.update(&k, &one);
 }
 
 static __always_inline void hdrlog_count(int slot, __u64 n)
@@ -414,6 +430,7 @@ static __always_inline void hdrlog_on_sock(void *sk, int family, int is_send)
 		struct hdrlog_tuple tu = {};
 		hdrlog_read_tuple(sk, fam, head, &tu);
 		hdrlog_emit_meta(id, conn, HDRLOG_EV_LINK, 0, HDRLOG_ATTR_SEND_AFTER, &tu, 0);
+		hdrlog_linked_set(id >> 32, conn);
 	}
 }
 

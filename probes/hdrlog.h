@@ -29,6 +29,8 @@ enum hdrlog_fn {
 	HDRLOG_FN_GO_READ = 7,
 	HDRLOG_FN_GO_WRITE = 8,
 	HDRLOG_FN_GO_CLOSE = 9,
+	HDRLOG_FN_OSSL_READ_BYTES = 10,  /* OpenSSL's record layer, at its copy into SSL_read's buffer */
+	HDRLOG_FN_OSSL_WRITE_BYTES = 11, /* OpenSSL's record layer, where SSL_write's data becomes records */
 };
 
 enum hdrlog_dir {
@@ -73,6 +75,20 @@ struct hdrlog_event {
 	char comm[16];
 	__s32 fd;       /* file descriptor of the connection when the probe knows it, else -1 */
 	/* followed by `cap` bytes of data */
+};
+
+/* A copy site (src/hdrlog/osslsites.py: a probe inside OpenSSL's record layer) finds the SSL*, the record type and
+ * the peek flag wherever the compiler keeps them there; src/hdrlog/placement.py (copy_cookie) packs those places
+ * into the uprobe's BPF cookie: bits 0-15 the SSL*, 16-31 the type, 32-47 peek, each a location: */
+#define HDRLOG_LOC_VALID 0x8000 /* 0: absent */
+#define HDRLOG_LOC_STACK 0x4000 /* at rsp + (bits 0-12) when the probed instruction runs, else register (0-12) */
+#define HDRLOG_LOC_WIDE 0x2000  /* 8 bytes, else 4 */
+#define HDRLOG_LOC_ARG 0x1FFF
+/* registers, numbered for HDRLOG_LOC_* (struct pt_regs names) */
+enum hdrlog_reg {
+	HDRLOG_REG_AX = 0, HDRLOG_REG_BX = 1, HDRLOG_REG_CX = 2, HDRLOG_REG_DX = 3, HDRLOG_REG_SI = 4,
+	HDRLOG_REG_DI = 5, HDRLOG_REG_BP = 6, HDRLOG_REG_R8 = 8, HDRLOG_REG_R9 = 9, HDRLOG_REG_R10 = 10,
+	HDRLOG_REG_R11 = 11, HDRLOG_REG_R12 = 12, HDRLOG_REG_R13 = 13, HDRLOG_REG_R14 = 14, HDRLOG_REG_R15 = 15,
 };
 
 /* slots of the per-CPU `stats` array, summed by the consumer */

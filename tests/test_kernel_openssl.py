@@ -159,12 +159,13 @@ def test_connection_opened_before_attach(procs, hdrlog, certs, tmp_path, server)
     reqs = http_records(records, kind="request")
     attach = next(r for r in records if r["type"] == "attach")
     if server == "python":
-        # the handler thread was blocked in SSL_read_ex when the probes arrived: that read is invisible
-        # (no entry seen), which hdrlog reports, and the response it answers is recorded unpaired
+        # the handler thread was blocked in SSL_read_ex when the probes arrived, which hdrlog reports; the
+        # probe inside OpenSSL's record layer (default placement, osslsites.py) still sees that read's data
+        # arrive, as a probe on SSL_read_ex's entry could not
         assert attach["blocked_socket_reads"] >= 1 and "already blocked reading a socket" in h.stderr()
-        expected = ["/after/2"]
+        expected = ["/after/1", "/after/2"]
         unpaired = [r for r in http_records(records, kind="response") if r["request"] is None]
-        assert len(unpaired) == 1 and unpaired[0]["conn"]["peer"] == f"127.0.0.1:{local_port}"
+        assert not unpaired
     else:  # node reads from its event loop: nothing was in progress
         assert attach["blocked_socket_reads"] == 0
         expected = ["/after/1", "/after/2"]

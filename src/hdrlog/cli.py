@@ -75,10 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--show-secrets", action="store_true", help="do not redact credentials (see below)")
     _add_redact_arguments(a)
     a.add_argument("--no-follow", action="store_true", help="do not follow child processes of --pid")
-    a.add_argument("--placement", choices=("auto", "entry"), default="auto",
-                   help="auto (default): put each uprobe on an instruction the kernel emulates (or on the "
-                   "internal function SSL_read/SSL_read_ex share) when the machine code proves it "
-                   "equivalent; entry: every probe at its symbol's first instruction")
+    a.add_argument("--placement", choices=("auto", "functions", "entry"), default="auto",
+                   help="auto (default): OpenSSL 3.0/1.1.1 reads and writes probed inside the record layer, one "
+                   "probe per record where plaintext is copied (no return probe, nothing for a read that finds "
+                   "no data), when the machine code proves where SSL*, record type and peek are there; "
+                   "otherwise as `functions`. functions: probes on the TLS functions, each on an instruction "
+                   "the kernel emulates (or on the internal function SSL_read/SSL_read_ex share) when the "
+                   "machine code proves it equivalent. entry: every probe at its symbol's first instruction. "
+                   "-v prints every site and why")
     a.add_argument("--verbose", "-v", action="store_true",
                    help="print where each probe was placed and why (stderr)")
     a.add_argument("--mcp-payloads", action="store_true",

@@ -34,6 +34,8 @@ class Fn(IntEnum):
     GO_READ = 7
     GO_WRITE = 8
     GO_CLOSE = 9
+    OSSL_READ_BYTES = 10  # a copy site in OpenSSL's record layer (osslsites.py): per record read
+    OSSL_WRITE_BYTES = 11  # ... per record written
 
 
 class Dir(IntEnum):

@@ -300,11 +300,13 @@ class ProbeSet:
             prog = self._prog_fd(name)
             try:
                 if self.mode == "multi":
-                    fd = uprobelink.attach_multi(prog, path, sorted({s.offset for s in group}), pid, ret)
+                    cookies = {s.offset: s.cookie for s in group}
+                    offsets = sorted(cookies)
+                    fd = uprobelink.attach_multi(prog, path, offsets, pid, ret, cookies=[cookies[o] for o in offsets])
                     done += [AttachedProbe(pid, s.symbol, path, s.offset, s.kind, fd, s) for s in group]
                 else:
                     for s in group:
-                        fd = uprobelink.attach_perf(prog, path, s.offset, pid, ret)
+                        fd = uprobelink.attach_perf(prog, path, s.offset, pid, ret, cookie=s.cookie)
                         done.append(AttachedProbe(pid, s.symbol, path, s.offset, s.kind, fd, s))
             except uprobelink.AttachError as exc:
                 exc.sites = group  # which sites the kernel refused (attach() may place them elsewhere)

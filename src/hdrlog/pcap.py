@@ -79,6 +79,8 @@ def fn_name(fn: int) -> str:
         return "SSL_" + name[4:].lower()
     if name.startswith("GO_"):
         return "tls.(*Conn)." + name[3:].capitalize()
+    if name.startswith("OSSL_"):
+        return "ssl3_" + name[5:].lower()  # ssl3_read_bytes, ssl3_write_bytes
     return name.lower()
 
 

@@ -59,6 +59,7 @@ class Site:
     insn: str  # the instruction the probe sits on
     cost: str  # "emulated" | "single-step" | "unknown"
     why: str
+    cookie: int = 0  # the uprobe's BPF cookie (copy sites: where their program finds its values)
 
     def _replace_why(self, why: str) -> Site:
         return replace(self, why=why)
@@ -243,9 +244,66 @@ def go_body_site(elf: ElfFile, sym: Symbol, fn: str) -> Site:
                 "after Go's stack-growth check: once per call (morestack restarts the function at its entry)")
 
 
+# copy-site locations in the BPF cookie (probes/hdrlog.h: HDRLOG_LOC_*, enum hdrlog_reg)
+LOC_VALID, LOC_STACK, LOC_WIDE, LOC_ARG = 0x8000, 0x4000, 0x2000, 0x1FFF
+REG_NUM = {"rax": 0, "rbx": 1, "rcx": 2, "rdx": 3, "rsi": 4, "rdi": 5, "rbp": 6, **{f"r{i}": i for i in range(8, 16)}}
+MODES = ("auto", "functions", "entry")
+
+
+def _loc_bits(loc) -> int:
+    if loc is None:
+        return 0
+    bits = LOC_VALID | (LOC_WIDE if loc.size == 8 else 0)
+    if loc.reg is not None:
+        return bits | REG_NUM[loc.reg]
+    if not 0 <= loc.sp_off <= LOC_ARG:
+        raise ValueError(f"stack offset {loc.sp_off:#x} does not fit a cookie")
+    return bits | LOC_STACK | loc.sp_off
+
+
+def copy_cookie(cs) -> int:
+    """A copy site's BPF cookie: its SSL*, record type and peek locations (osslsites.Loc) in 16 bits each."""
+    return _loc_bits(cs.conn) | _loc_bits(cs.type) << 16 | _loc_bits(cs.peek) << 32
+
+
+_COPY_WHY = {
+    "read-copy": "decrypted application data is copied into the caller's buffer here, once per record (a read that "
+                 "finds nothing never gets here)",
+    "write-call": "application data becomes TLS records here, once (a retry after EAGAIN resends them without "
+                  "coming back)",
+    "write-mb": "the multi-block path (TLS 1.2 AES-CBC-HMAC, large writes) encrypts application data here",
+}
+
+
+def _copy_sites(elf: ElfFile, library, groups: dict[str, list]) -> tuple[list[Site], dict[str, str]]:
+    """Copy sites replacing whole wrapper groups where osslsites proves them; why not, per group otherwise."""
+    from hdrlog import osslsites
+
+    found = osslsites.find(elf)
+    out, why_not = [], {}
+    for group, csites, why in (("read", found.read, found.why_read), ("write", found.write, found.why_write)):
+        members = groups.get(group)
+        if not members:
+            continue
+        if not csites:
+            why_not[group] = why
+            continue
+        names = "+".join(sym.name for _, sym in members)
+        for cs in csites:
+            extra = f"SSL* {cs.conn}" + (f", type {cs.type}" if cs.type else "") + (f", peek {cs.peek}" if cs.peek else "")
+            out.append(Site("entry", dict(library.copy_fns)[cs.kind], cs.vaddr, cs.offset, names,
+                            f"{cs.function}+{cs.vaddr - cs.fn_vaddr:#x}", cs.insn, "emulated",
+                            f"{_COPY_WHY[cs.kind]}; {extra}; replaces {names.replace('+', ', ')}", copy_cookie(cs)))
+        del groups[group]
+    return out, why_not
+
+
 def plan(elf: ElfFile, library, symbols: dict[str, Symbol], *, path: str | None = None,
          mode: str = "auto") -> list[Site]:
-    """Sites for every uprobe of `library` whose symbol was found. mode "entry" disables relocation."""
+    """Sites for every uprobe of `library` whose symbol was found. mode "auto": copy sites inside the library
+    where proven, else "functions": function probes on emulated instructions; "entry": every probe at its symbol."""
+    if mode not in MODES:
+        raise ValueError(f"placement mode {mode!r}")
     sites: list[Site] = []
     groups: dict[str, list] = {}
     for up in library.uprobes:
@@ -257,23 +315,28 @@ def plan(elf: ElfFile, library, symbols: dict[str, Symbol], *, path: str | None 
         if up.after_stack_check and up.entry and not up.ret:
             sites.append(go_body_site(elf, sym, up.entry))  # correctness, not cost: in every mode
             continue
-        if up.group and mode == "auto":
+        if up.group and mode != "entry":
             groups.setdefault(up.group, []).append((up, sym))
         elif mode == "entry":
             sites += _unplaced(up, sym, "--placement entry")
         else:
             sites += _single(elf, up, sym)
+    why_not: dict[str, str] = {}
+    if mode == "auto" and library.copy_fns:
+        copies, why_not = _copy_sites(elf, library, groups)
+        sites += copies
     for name, members in groups.items():
         firsts = [disasm(elf, sym)[:1] for _, sym in members]
+        note = f"; no copy site: {why_not[name]}" if name in why_not else ""
         if all(f and emulated(f[0]) for f in firsts):
             for up, sym in members:
-                sites += _single(elf, up, sym)
+                sites += [s._replace_why(s.why + note) for s in _single(elf, up, sym)]
             continue
         group = library.group(name)
         internal = internal_sites(elf, [(sym, up.reads) for up, sym in members], group.entry, group.ret)
         if internal is not None:
-            sites += internal
+            sites += [s._replace_why(s.why + note) for s in internal]
         else:
             for up, sym in members:
-                sites += _single(elf, up, sym, f"the {name} wrapper shape was not proven")
+                sites += _single(elf, up, sym, f"the {name} wrapper shape was not proven{note}")
     return sites

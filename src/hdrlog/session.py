@@ -271,8 +271,11 @@ class Session:
         # reads already in progress are invisible to the new probes: say so (inflight.py)
         blocked = blocked_socket_reads(pid)
         if blocked:
+            # a probe inside OpenSSL's record layer (a copy site) sees the data of a read begun before it
+            copies = any(p.site is not None and p.site.fn == "ossl_rcopy" for p in target.probes)
             log(f"pid {pid}: {len(blocked)} thread(s) were already blocked reading a socket; if that is a TLS "
-                f"read, the message it returns is not captured (its response is recorded with request null)")
+                + ("read, its data is still captured (OpenSSL reads are probed where the record is copied)" if copies
+                   else "read, the message it returns is not captured (its response is recorded with request null)"))
         for t in tls:
             fields = dict(pid=pid, comm=target.comm, lib=REGISTRY[t.kind].name, kind=t.kind, path=t.mapping.path,
                           version=t.version, symbols=sorted({p.symbol for p in target.probes}),

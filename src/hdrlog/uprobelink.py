@@ -33,6 +33,7 @@ BPF_PROG_LOAD = 5
 BPF_LINK_CREATE = 28
 BPF_PROG_TYPE_KPROBE = 2
 BPF_TRACE_UPROBE_MULTI = 48  # enum bpf_attach_type
+BPF_PERF_EVENT = 41  # enum bpf_attach_type: a BPF link on a perf event (carries a cookie)
 BPF_F_UPROBE_MULTI_RETURN = 1
 ATTR_SIZE = 64  # union bpf_attr up to the end of link_create.uprobe_multi (pid at byte 56)
 
@@ -69,18 +70,20 @@ def _ename(e: int) -> str:
 
 # -------------------------------------------------------------------------------------------- links
 def attach_multi(prog_fd: int, path: str, offsets: list[int], pid: int, retprobe: bool,
-                 ref_ctr_offsets: list[int] | None = None) -> int:
+                 ref_ctr_offsets: list[int] | None = None, cookies: list[int] | None = None) -> int:
     """One uprobe_multi link for `offsets` (file offsets) in `path`, firing only in process `pid`; its fd.
+    `cookies`: each offset's BPF cookie (bpf_get_attach_cookie), else 0.
     hdrlog never passes `ref_ctr_offsets` (USDT semaphores); tests use them to make a conflicting uprobe."""
     if not offsets:
         raise ValueError("no offsets")
     bpath = ctypes.create_string_buffer(os.fsencode(path))
     offs = (ctypes.c_uint64 * len(offsets))(*offsets)
     refs = (ctypes.c_uint64 * len(offsets))(*ref_ctr_offsets) if ref_ctr_offsets else None
+    cks = (ctypes.c_uint64 * len(offsets))(*cookies) if cookies and any(cookies) else None
     attr = ctypes.create_string_buffer(ATTR_SIZE)
     struct.pack_into("<IIII", attr, 0, prog_fd, 0, BPF_TRACE_UPROBE_MULTI, 0)
     struct.pack_into("<QQQQIII", attr, 16, ctypes.addressof(bpath), ctypes.addressof(offs),
-                     ctypes.addressof(refs) if refs is not None else 0, 0,
+                     ctypes.addressof(refs) if refs is not None else 0, ctypes.addressof(cks) if cks is not None else 0,
                      len(offsets), BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, pid)
     fd, e = _bpf(BPF_LINK_CREATE, attr)
     if fd < 0:
@@ -134,9 +137,11 @@ def _retprobe_bit() -> int:
         return 0
 
 
-def attach_perf(prog_fd: int, path: str, offset: int, pid: int, retprobe: bool) -> int:
+def attach_perf(prog_fd: int, path: str, offset: int, pid: int, retprobe: bool, cookie: int = 0) -> int:
     """One uprobe perf event at `offset` in `path` for process `pid`, running prog_fd; its fd. Only the
-    uprobe PMU is used: a kernel without it gets an error, never a tracefs event."""
+    uprobe PMU is used: a kernel without it gets an error, never a tracefs event. With a `cookie` the program
+    is attached through a BPF perf link carrying it (Linux 5.15+), and the link's fd is returned (it holds the
+    event)."""
     pmu = _pmu_type()
     if pmu is None:
         raise HdrlogError(f"this kernel has no uprobe perf PMU ({UPROBE_PMU}) and no BPF uprobe_multi links: "
@@ -151,6 +156,18 @@ def attach_perf(prog_fd: int, path: str, offset: int, pid: int, retprobe: bool) 
                      ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))
     if fd < 0:
         raise _attach_error(e, path, [offset], pid, "uprobe perf event")
+    if cookie:
+        link = ctypes.create_string_buffer(ATTR_SIZE)
+        struct.pack_into("<IIIIQ", link, 0, prog_fd, fd, BPF_PERF_EVENT, 0, cookie)
+        lfd, e = _bpf(BPF_LINK_CREATE, link)
+        if lfd < 0 or _libc.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) != 0:
+            e = e if lfd < 0 else ctypes.get_errno()
+            if lfd >= 0:
+                os.close(lfd)
+            os.close(fd)
+            raise _attach_error(e, path, [offset], pid, "uprobe perf event with a BPF cookie")
+        os.close(fd)  # the link holds the event
+        return lfd
     for req, arg in ((PERF_EVENT_IOC_SET_BPF, prog_fd), (PERF_EVENT_IOC_ENABLE, 0)):
         if _libc.ioctl(fd, req, arg) != 0:
             e = ctypes.get_errno()

@@ -44,6 +44,8 @@ class TlsLibrary:
     # at least one of these symbols must be found, or the target is not usable
     data_symbols: frozenset[str]
     groups: tuple[InternalGroup, ...] = ()
+    # (copy-site kind (osslsites.CopySite.kind), BPF function) pairs; empty: the library has none
+    copy_fns: tuple[tuple[str, str], ...] = ()
 
     def group(self, name: str) -> InternalGroup:
         return next(g for g in self.groups if g.name == name)

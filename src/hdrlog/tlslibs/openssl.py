@@ -32,4 +32,6 @@ OPENSSL = TlsLibrary(
         InternalGroup("read", entry="ossl_read_ex_enter", ret="ossl_read_return"),
         InternalGroup("write", entry="ossl_write_ex_enter", ret="ossl_write_return"),
     ),
+    # OpenSSL 3.0/1.1.1's record layer (osslsites.py): one probe per record instead of the read/write groups
+    copy_fns=(("read-copy", "ossl_rcopy"), ("write-call", "ossl_wcall"), ("write-mb", "ossl_wmb")),
 )
