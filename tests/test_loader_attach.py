@@ -52,7 +52,7 @@ class FakeKernel:
         monkeypatch.setattr(uprobelink, "attach_multi", self.attach_multi)
         monkeypatch.setattr(uprobelink, "close_all", self.close_all)
 
-    def attach_multi(self, prog, path, offsets, pid, ret):
+    def attach_multi(self, prog, path, offsets, pid, ret, cookies=None):
         if set(offsets) & self.refuse and (self.refuse_ret is None or ret == self.refuse_ret):
             raise uprobelink.AttachError("refused", errno.EINVAL)
         fd = next(self._fd)

@@ -21,7 +21,7 @@ def plan_for(path, mode="auto"):
 
 @pytest.mark.skipif(not __import__("os").path.exists(LIBSSL), reason="libssl3 not installed")
 def test_libssl3_reads_and_writes_move_to_shared_internal_functions():
-    sites, syms = plan_for(LIBSSL)
+    sites, syms = plan_for(LIBSSL, mode="functions")
     by = {(s.kind, s.fn): s for s in sites}
     read_e, read_r = by[("entry", "ossl_read_ex_enter")], by[("return", "ossl_read_return")]
     write_e = by[("entry", "ossl_write_ex_enter")]
@@ -40,12 +40,70 @@ def test_libssl3_reads_and_writes_move_to_shared_internal_functions():
 
 
 def test_node_entries_are_already_emulated():
-    sites, syms = plan_for(NODE)
+    sites, syms = plan_for(NODE, mode="functions")
     for s in sites:
         if s.kind == "return" or s.fn != "ossl_free_enter":
             assert s.offset == syms[s.symbol].offset, s
         assert s.cost == "emulated"
     assert {s.fn for s in sites} >= {"ossl_read_enter", "ossl_read_ex_enter", "ossl_write_enter"}
+
+
+def _copy_sites(sites):
+    return {s.fn: s for s in sites if s.fn in ("ossl_rcopy", "ossl_wcall", "ossl_wmb")}
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(LIBSSL), reason="libssl3 not installed")
+def test_libssl3_auto_probes_the_copy_sites_instead_of_the_read_and_write_functions():
+    sites, syms = plan_for(LIBSSL)
+    copies = _copy_sites(sites)
+    assert set(copies) == {"ossl_rcopy", "ossl_wcall", "ossl_wmb"}, [(s.fn, s.where) for s in sites]
+    for s in copies.values():
+        assert s.kind == "entry" and s.cost == "emulated" and s.insn.startswith("call") and s.cookie
+    assert copies["ossl_rcopy"].symbol == "SSL_read+SSL_read_ex" and "memcpy" in copies["ossl_rcopy"].insn
+    assert copies["ossl_wcall"].symbol == "SSL_write+SSL_write_ex"
+    # nothing else probes the reads and writes (no double capture), and no return probe is left for them
+    assert not {s.fn for s in sites} & {"ossl_read_ex_enter", "ossl_read_return", "ossl_write_ex_enter",
+                                         "ossl_write_return", "ossl_read_enter", "ossl_write_enter"}
+    assert {s.fn for s in sites} >= {"ossl_handshake_enter", "ossl_handshake_return", "ossl_free_enter"}
+
+
+def test_copy_cookie_packs_each_location_in_16_bits():
+    from hdrlog.osslsites import CopySite, Loc
+
+    cs = CopySite("read-copy", 0, 0, "f", 0, "call", Loc(None, 0x28, 8), Loc("r13", None, 4), Loc(None, 0, 4))
+    ck = placement.copy_cookie(cs)
+    assert ck & 0xFFFF == placement.LOC_VALID | placement.LOC_STACK | placement.LOC_WIDE | 0x28
+    assert (ck >> 16) & 0xFFFF == placement.LOC_VALID | 13
+    assert (ck >> 32) & 0xFFFF == placement.LOC_VALID | placement.LOC_STACK
+    assert placement.copy_cookie(CopySite("write-mb", 0, 0, "f", 0, "call", Loc("r12", None, 8), None, None)) \
+        == placement.LOC_VALID | placement.LOC_WIDE | 12
+    with pytest.raises(ValueError):
+        placement.copy_cookie(CopySite("read-copy", 0, 0, "f", 0, "call", Loc(None, 0x2000, 8), None, None))
+
+
+def test_copy_cookie_constants_match_the_probe_header(tmp_path):
+    """placement.py's LOC_*/REG_NUM are probes/hdrlog.h's HDRLOG_LOC_* and enum hdrlog_reg."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    names = [f"HDRLOG_LOC_{n}" for n in ("VALID", "STACK", "WIDE", "ARG")]
+    regs = {r: f"HDRLOG_REG_{r[1:].upper() if r[1] in 'abcds' and len(r) == 3 else r.upper()}"
+            for r in placement.REG_NUM}
+    src = tmp_path / "c.c"
+    src.write_text('#include <stdio.h>\ntypedef unsigned char __u8; typedef unsigned short __u16; typedef unsigned '
+                   'int __u32; typedef unsigned long long __u64; typedef int __s32;\n#include "hdrlog.h"\nint main(void)'
+                   '{\n' + "".join(f'printf("{n} %d\\n", (int){n});\n' for n in names + list(regs.values()))
+                   + "return 0;}\n")
+    exe = tmp_path / "c"
+    probes = Path(__file__).resolve().parent.parent / "probes"
+    subprocess.run(["gcc", "-I", str(probes), "-o", str(exe), str(src)], check=True)
+    got = dict(line.split() for line in subprocess.run([str(exe)], capture_output=True, text=True,
+                                                         check=True).stdout.splitlines())
+    assert [int(got[n]) for n in names] == [placement.LOC_VALID, placement.LOC_STACK, placement.LOC_WIDE,
+                                            placement.LOC_ARG]
+    for r, n in regs.items():
+        assert int(got[n]) == placement.REG_NUM[r], r
 
 
 def test_entry_mode_puts_everything_at_the_symbol():

@@ -204,6 +204,47 @@ def test_a_probe_patches_only_its_process_fires_there_and_is_gone_after_close(ch
         b.cleanup()
 
 
+COOKIES = """
+BPF_HASH(seen, u64, u64, 16);
+int by_cookie(struct pt_regs *ctx) {
+    u64 k = bpf_get_attach_cookie(ctx), one = 1;
+    u64 *v = seen.lookup(&k);
+    if (v) __sync_fetch_and_add(v, 1); else seen.update(&k, &one);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("mode", u.MODES)
+def test_each_offset_carries_its_own_cookie(child, mode):
+    """The copy-site probes find their values through the cookie (placement.copy_cookie): per offset, in both
+    attach modes (a uprobe_multi link's cookie array; a BPF perf link per event)."""
+    from bcc import BPF
+
+    if mode == "multi" and not u.probe_multi()[0]:
+        pytest.skip(u.probe_multi()[1])
+    _, _, path = _libc_text(child.pid)
+    with ElfFile(path) as elf:
+        syms = elf.lookup(["getppid", "getpid"])
+    offs = {syms["getppid"].offset: 0x8000_2000_1234, syms["getpid"].offset: 0x4321}
+    b = BPF(text=COOKIES.encode())
+    try:
+        fn = b.load_func(b"by_cookie", BPF.KPROBE, attach_type=u.BPF_TRACE_UPROBE_MULTI if mode == "multi" else -1)
+        if mode == "multi":
+            fds = [u.attach_multi(fn.fd, path, list(offs), child.pid, False, cookies=list(offs.values()))]
+        else:
+            fds = [u.attach_perf(fn.fd, path, o, child.pid, False, cookie=c) for o, c in offs.items()]
+        child.stdin.write("50\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        seen = {k.value: v.value for k, v in b[b"seen"].items()}
+        assert seen.get(0x8000_2000_1234, 0) >= 50, seen
+        assert set(seen) <= set(offs.values()), seen
+        u.close_all(fds)
+    finally:
+        b.cleanup()
+
+
 def test_refusals_are_sentences():
     prog, e = u._load_trivial(u.BPF_TRACE_UPROBE_MULTI)
     assert prog >= 0, os.strerror(e)

@@ -463,7 +463,11 @@ def probe(r: Report, pid: int, targets: list, seconds: float, ports: list[int]) 
                                                            "crypto/tls.(*Conn).Close": "go_close"}.get(u.symbol, ""))
             if fn is not None and u.symbol in t.symbols and (u.symbol, fn) not in probed:
                 probed.append((u.symbol, fn))
-    fired = ", ".join(f"{sym} {counts.fn.get(fn, 0)}" for sym, fn in probed)
+    copies = [(name, fn) for name, fn in (("ssl3_read_bytes (copy site)", Fn.OSSL_READ_BYTES),
+                                          ("ssl3_write_bytes (copy site)", Fn.OSSL_WRITE_BYTES)) if counts.fn.get(fn)]
+    if copies:  # the read/write functions are not probed themselves then: their zero counts would mislead
+        probed = [(sym, fn) for sym, fn in probed if counts.fn.get(fn) or not sym.startswith(("SSL_read", "SSL_write"))]
+    fired = ", ".join(f"{sym} {counts.fn.get(fn, 0)}" for sym, fn in probed + copies)
     total = sum(counts.fn.values())
     hint = f" (e.g. curl -k https://127.0.0.1:{ports[0]}/)" if ports else ""
     if total == 0:
