@@ -9,8 +9,9 @@ throughput  nginx, 1 worker pinned to CPU 0, TLS 1.3 keep-alive, `return 200`; w
             connections) pinned to CPU 1. Every probe consumer is pinned to CPU 0, sharing nginx's core.
             Conditions, interleaved per round (the order rotates every round): `none`; `bpftrace`
             (a plain counting control: `count()` on uprobes at the entry of SSL_read and SSL_write of the
-            libssl nginx maps); `hdrlog-entry` (`hdrlog attach --placement entry`); `hdrlog` (default
-            placement); and `hdrlog-paced`, hdrlog with wrk paced to about 20k messages/s, for the
+            libssl nginx maps); `hdrlog-entry` (`hdrlog attach --placement entry`); `hdrlog-functions`
+            (`--placement functions`: probes on the TLS functions, the default before copy sites); `hdrlog`
+            (default placement: copy sites inside OpenSSL's record layer); and `hdrlog-paced`, hdrlog with wrk paced to about 20k messages/s, for the
             consumer's CPU per message at that rate; `hdrlog-apart`, hdrlog as `hdrlog` but pinned to CPU 1
             (wrk's core), a diagnostic: what nginx pays for the probes alone, without sharing its core
             with the consumer (wrk then shares its core, so its req/s is not comparable). Prints req/s and the ratio to `none`, p50/p99 latency,

@@ -463,22 +463,27 @@ def test_call_beyond_max_bytes_is_truncated_and_the_next_connection_is_fine(proc
 
 def test_a_write_larger_than_one_chunk_is_captured_in_chunks_up_to_max_bytes(procs, certs, tmp_path):
     """The gateway echoes X-Request-Id, so a 20 KiB id makes it write a 20 KiB header block in one
-    SSL_write_ex: with --max-bytes 65536 it arrives whole (two 16 KiB chunks), with the default 16 KiB it
-    is truncated and said so."""
+    SSL_write_ex: probed on the functions, with --max-bytes 65536 it arrives whole (two 16 KiB chunks), with the
+    default 16 KiB it is truncated and said so. At the copy sites (the default placement) --max-bytes counts per
+    TLS record, and a record holds at most 16 KiB: the default captures the block whole."""
     gw, port = gateway(procs, certs)
-    big = Run(procs, tmp_path, [gw.pid], name="big", extra=("--max-bytes", "65536"), wait=False)
-    default = Run(procs, tmp_path, [gw.pid], name="default").ready()
+    fn = ("--placement", "functions")
+    big = Run(procs, tmp_path, [gw.pid], name="big", extra=("--max-bytes", "65536", *fn), wait=False)
+    records = Run(procs, tmp_path, [gw.pid], name="records", wait=False)
+    default = Run(procs, tmp_path, [gw.pid], name="default", extra=fn).ready()
     big.ready()
+    records.ready()
     rid = "r" * 20480
     c = https(port)
     assert call(c, "GET", "/health", headers={"X-Request-Id": rid}) == 200
     assert call(c, "GET", "/health", headers={"X-Request-Id": "small"}) == 200
     c.close()
-    assert Run.stop_all(big, default) == [0, 0], big.stderr() + default.stderr()
-    resp = http_records(big.records(), kind="response")
-    assert [header(r, "X-Request-Id") for r in resp] == [rid, "small"]
-    assert not any(r["truncated"] for r in resp)
-    assert big.records()[-1]["truncated_calls"] == 0
+    assert Run.stop_all(big, default, records) == [0, 0, 0], big.stderr() + default.stderr() + records.stderr()
+    for run in (big, records):
+        resp = http_records(run.records(), kind="response")
+        assert [header(r, "X-Request-Id") for r in resp] == [rid, "small"]
+        assert not any(r["truncated"] for r in resp)
+        assert run.records()[-1]["truncated_calls"] == 0
     resp = http_records(default.records(), kind="response")
     assert resp[0]["truncated"] is True and header(resp[0], "X-Request-Id") != rid
     assert default.records()[-1]["truncated_calls"] >= 1

@@ -20,7 +20,8 @@ BENCH = ROOT / "bench"
 OUT = BENCH / "out"
 CLK = os.sysconf("SC_CLK_TCK")
 PARTS = ("throughput", "ceiling", "rss", "attach")
-CONDITIONS = ("none", "bpftrace", "hdrlog-entry", "hdrlog", "sites-count", "hdrlog-paced", "hdrlog-apart")
+CONDITIONS = ("none", "bpftrace", "hdrlog-entry", "hdrlog-functions", "hdrlog", "sites-count", "hdrlog-paced",
+              "hdrlog-apart")
 PY = sys.executable
 
 

@@ -29,7 +29,8 @@ def part_throughput(env: Env, a) -> dict:
                 elif cond == "sites-count":
                     cons = SitesCount(env, [ng.master, *ng.workers], "0")
                 elif cond.startswith("hdrlog"):
-                    extra = ["--verbose", "--placement", "entry" if cond == "hdrlog-entry" else "auto"]
+                    extra = ["--verbose", "--placement", {"hdrlog-entry": "entry",
+                                                          "hdrlog-functions": "functions"}.get(cond, "auto")]
                     # hdrlog-apart: the consumer on wrk's core, to tell what sharing nginx's core costs nginx
                     cons = Hdrlog(env, cond, [ng.master], cpus="1" if cond == "hdrlog-apart" else "0", extra=extra)
                     if cond == "hdrlog" and placement is None:

@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jsonl (default; pretty when stdout is a terminal and no --output)")
     a.add_argument("--duration", type=_positive_float, metavar="SEC", help="stop after SEC seconds")
     a.add_argument("--max-bytes", type=int, default=16384, metavar="N",
-                   help="plaintext bytes captured per TLS call (default 16384); longer calls are counted "
-                   "and marked truncated")
+                   help="plaintext bytes captured per TLS call, or per TLS record where OpenSSL is probed at "
+                   "its copy sites (default 16384); longer calls are counted and marked truncated")
     a.add_argument("--ringbuf-mb", type=int, default=4, metavar="MB",
                    help="BPF ring buffer size in MiB, a power of two (default 4); drops are reported")
     # for tests: a ring buffer of N pages (overrides --ringbuf-mb), small enough to overflow on purpose
