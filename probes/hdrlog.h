@@ -46,6 +46,7 @@ enum hdrlog_attr {
 	HDRLOG_ATTR_RECV_BEFORE = 2, /* last socket the thread received on before the call (memory BIO) */
 	HDRLOG_ATTR_SEND_AFTER = 3,  /* first socket the thread sent on after the call (memory BIO) */
 	HDRLOG_ATTR_GO_FD = 4,       /* Go: fd read through *tls.Conn -> net.Conn -> *netFD */
+	HDRLOG_ATTR_LINK_NEXT = 5,   /* no tuple yet: a LINK for this connection follows from this thread (copy sites) */
 };
 
 /* a TCP connection as seen from the traced process */

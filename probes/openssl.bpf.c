@@ -146,6 +146,8 @@ static __always_inline void ossl_copy_emit(__u64 conn, __u64 buf, __u64 n, __u8 
 	c.buf = buf;
 	c.fn = fn;
 	int known = hdrlog_linked(id >> 32, conn);
+	if (!known && dir == HDRLOG_DIR_OUT)
+		c.attr = HDRLOG_ATTR_LINK_NEXT; /* the consumer holds this event for the link asked for below */
 	if (!known && dir == HDRLOG_DIR_IN) {
 		/* no call to attribute: the socket this thread last received on (in nginx, inside this SSL_read) */
 		struct hdrlog_thread *t = hdrlog_thread_get(0);

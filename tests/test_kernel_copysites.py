@@ -25,7 +25,7 @@ ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 if mode == "cbc":  # what OpenSSL's multi-block write path needs: TLS 1.2, AES-CBC-HMAC-SHA1, no encrypt-then-mac
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("AES128-SHA")
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA")
     ctx.options |= 1 << 19  # SSL_OP_NO_ENCRYPT_THEN_MAC
 ls = socket.socket()
 ls.bind(("127.0.0.1", 0))
@@ -70,7 +70,7 @@ ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
 if mode == "cbc":
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("AES128-SHA")
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA")
     ctx.options |= 1 << 19
 for i in range(conns):
     with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port))) as s:
@@ -194,8 +194,9 @@ def _multiblock_possible() -> bool:
 def test_multi_block_writes(procs, hdrlog, certs, placement):
     """TLS 1.2 with AES128-SHA and no encrypt-then-mac: writes of 4 records or more go through OpenSSL's
     multi-block encryption (EVP_CTRL_TLS1_1_MULTIBLOCK_ENCRYPT), never through do_ssl3_write. Checked while
-    writing this test with a throwaway uprobe on EVP_CIPHER_CTX_ctrl: the server's 100,000- and 300,000-byte
-    responses made it encrypt there (esi 0x1a)."""
+    writing this test with bpftrace on the server's EVP_CIPHER_CTX_ctrl: one exchange made 3 calls with 0x1a
+    (MULTIBLOCK_ENCRYPT) and 3 with 0x19 (its AAD step), for the 100,000- and 300,000-byte responses. (The test
+    certificate is ECDSA, hence the ECDHE-ECDSA suite.)"""
     if not _multiblock_possible():
         pytest.skip("this CPU has no AES-NI: OpenSSL has no multi-block cipher without it")
     srv, port = _server(procs, certs, "cbc")

@@ -38,6 +38,7 @@ ATTRIBUTION = {
 _STRENGTH = {Attr.NONE: 0, Attr.RECV_BEFORE: 1, Attr.SEND_AFTER: 1, Attr.IN_CALL: 2, Attr.GO_FD: 2}
 DIRECTION = {Dir.IN: "in", Dir.OUT: "out"}
 _DATA, _CLOSE = int(Kind.DATA), int(Kind.CLOSE)  # plain ints for the per-event comparisons
+_NONE, _LINK_NEXT = int(Attr.NONE), int(Attr.LINK_NEXT)
 
 
 @dataclass(slots=True)
@@ -202,6 +203,7 @@ class Tracker:
         self._ids = itertools.count(1)
         self.counts = {"events": 0, "gaps": 0, "truncated_calls": 0, "closed": 0, "expired": 0, "non_http": 0}
         self.fds = FdSockets()  # tuples of events that only know the fd (Go)
+        self.parked: dict[int, Event] = {}  # thread id -> a write waiting for its LINK (_parked_first)
         if _TRACK is not None and type(self).on_event is Tracker.on_event:
             # on_event in C for a known connection's data (_h1feed.Track, holding the tracker weakly: the rest calls
             # the method below)
@@ -224,6 +226,8 @@ class Tracker:
         return c
 
     def on_event(self, ev: Event) -> None:
+        if (self.parked or ev.attr == _LINK_NEXT) and self._parked_first(ev):
+            return
         self.counts["events"] += 1
         if ev.fd >= 0:
             self.fds.on_event(ev)  # fills ev.local/ev.peer from (pid, fd); forgets the fd on close
@@ -254,6 +258,31 @@ class Tracker:
         if ev.lost:
             self._lost(c, ev)
         self._on_data(c, direction, ev)
+
+    # -- a write whose tuple comes next (copy sites: Attr.LINK_NEXT), held until then
+    def _parked_first(self, ev: Event) -> bool:
+        """Before `ev`: its thread's parked write goes first (after learning the tuple, when `ev` is its LINK).
+        True when `ev` itself was parked."""
+        held = self.parked.pop(ev.tid, None)
+        if held is not None:
+            held.attr = _NONE  # released: never parked again
+            if ev.kind == Kind.LINK and ev.pid == held.pid and ev.conn == held.conn:
+                self.on_event(ev)  # the tuple first
+                self.on_event(held)
+                return True
+            self.on_event(held)
+        if ev.kind == _DATA and ev.attr == _LINK_NEXT and (ev.pid, ev.conn) not in self.conns:
+            self.parked[ev.tid] = ev
+            return True
+        return False
+
+    def release_parked(self, before_ns: int | None = None) -> None:
+        """Parked writes whose link has not come (a memory-BIO server sends later, or never): without a tuple."""
+        for tid, ev in list(self.parked.items()):
+            if before_ns is None or ev.ts_ns < before_ns:
+                del self.parked[tid]
+                ev.attr = _NONE
+                self.on_event(ev)
 
     def _lost(self, c: Conn, ev: Event) -> None:
         """Events of this connection were dropped: both directions may have holes."""

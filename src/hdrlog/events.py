@@ -50,6 +50,7 @@ class Attr(IntEnum):
     RECV_BEFORE = 2
     SEND_AFTER = 3
     GO_FD = 4
+    LINK_NEXT = 5  # a write at a copy site of a connection without a tuple: the LINK follows (conntrack parks it)
 
 
 class Stat(IntEnum):

@@ -81,4 +81,5 @@ def replay(path: str, sink, redactor, *, max_bytes: int | None = None, tap=None,
     )
     for raw in raws:
         pipe.on_raw(raw)
+    pipe.tracker.release_parked()
     return pipe

@@ -366,6 +366,9 @@ class Session:
         try:
             while not self.stop.is_set():
                 self.probeset.poll(self.opts.poll_ms)
+                tracker = self.pipeline.tracker
+                if tracker.parked:  # writes whose link did not follow within a poll (memory BIO): as they are
+                    tracker.release_parked(time.time_ns() - 2 * self.opts.poll_ms * 1_000_000)  # ev.ts_ns: wall clock
                 self.sink.flush()
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
@@ -388,6 +391,8 @@ class Session:
         ps, self.probeset = self.probeset, None
         try:
             ps.drain()
+            if self.pipeline is not None:
+                self.pipeline.tracker.release_parked()
             self._final_stats = ps.stats()
             self._check_loss(self._final_stats)
         finally:
