@@ -33,7 +33,7 @@ def check_exchange(records, tag: str, client_ports: set[int], role: str, n_reque
     return reqs, resps
 
 
-@pytest.mark.parametrize("placement", ["auto", "entry"])
+@pytest.mark.parametrize("placement", ["auto", "functions", "entry"])
 def test_python_ssl_server_ex_path(procs, hdrlog, certs, placement):
     """Python's ssl calls SSL_read_ex/SSL_write_ex; socket BIO, so tuples are exact. The relocated probes
     (auto: libssl's internal read/write functions) and the entry probes must give the same records."""
