@@ -109,7 +109,7 @@ def _guard(fn) -> tuple[tuple[CopySite, ...], str]:
 # ------------------------------------------------------------------------------------------ the functions
 def _functions(elf: ElfFile) -> dict[str, tuple[int, tuple[int, int]]]:
     """name -> (entry, [start, end)) for ssl3_read_bytes, ssl3_write_bytes, ssl3_dispatch_alert."""
-    syms = elf.lookup(list(_METHOD_SLOTS) + ["do_ssl3_write"], tables=(".symtab", ".dynsym"))
+    syms = elf.lookup(list(_METHOD_SLOTS) + ["do_ssl3_write"])
     table = _method_table(elf)
     out = {}
     for name, slot in _METHOD_SLOTS.items():
@@ -235,7 +235,7 @@ class _Lib:
 def _target_named(elf: ElfFile, lib: _Lib, target: int, name: str) -> bool:
     if lib.name(target) == name:
         return True
-    sym = elf.lookup([name], tables=(".symtab", ".dynsym")).get(name)
+    sym = elf.lookup([name]).get(name)
     return sym is not None and sym.vaddr == target
 
 
