@@ -3,7 +3,8 @@
 
   .venv/bin/python tests/record_fixtures.py [scenario ...]
 
-Each scenario starts a real server and client on loopback, runs `hdrlog attach --record-events`, and
+Each scenario starts a real server and client on loopback, runs `hdrlog attach --record-events` (default
+placement: the copy-site scenarios need it; the older fixtures were recorded with function probes), and
 saves the raw ring-buffer records as fixtures/<scenario>.events.jsonl. tests/test_replay.py replays them
 through the live pipeline without a kernel. The recordings contain the demo client's test credentials
 in plaintext (raw events are unredacted by nature); they are fake values used only by the tests.
@@ -177,8 +178,40 @@ def mcp_uvicorn_legacy(tmp: Path, cert: str, key: str) -> None:
         srv.kill()
 
 
+def python_ssl_server_copysites(tmp: Path, cert: str, key: str) -> None:
+    """The Python ssl server under the default placement, OpenSSL's copy sites (osslsites.py): events per record
+    from ssl3_read_bytes/ssl3_write_bytes, no per-call events; 8 requests on 2 connections."""
+    gw, port = start_gateway(subprocess.Popen, (cert, key))
+    try:
+        h = attach(gw.pid, "python_ssl_server_copysites", tmp)
+        client(port, "cs", 8, 2)
+        finish(h, "python_ssl_server_copysites", tmp)
+    finally:
+        gw.kill()
+
+
+def client_late_attach_copysites(tmp: Path, cert: str, key: str) -> None:
+    """A libssl client (ctypes: SSL_write, SSL_peek, SSL_read) whose connection was opened before hdrlog attached:
+    at copy sites its first write has no tuple yet (Attr.LINK_NEXT) and the LINK follows."""
+    from test_kernel_copysites import PEEK_CLIENT, SERVER
+
+    srv, port = start_server(subprocess.Popen, [PY, "-c", SERVER, cert, key, "default"])
+    cl = subprocess.Popen([PY, "-c", PEEK_CLIENT, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert cl.stdout.readline().strip() == "ready"
+        h = attach(cl.pid, "client_late_attach_copysites", tmp)
+        cl.stdin.write("go\n")
+        cl.stdin.flush()
+        assert cl.stdout.readline().strip() == "done"
+        finish(h, "client_late_attach_copysites", tmp)
+    finally:
+        cl.kill()
+        srv.kill()
+
+
 SCENARIOS = {f.__name__: f for f in (python_ssl_server_keepalive, node_server_memory_bio, python_client,
-                                     nginx_h2_curl, nginx_h2_late_attach, mcp_uvicorn_legacy)}
+                                     nginx_h2_curl, nginx_h2_late_attach, mcp_uvicorn_legacy,
+                                     python_ssl_server_copysites, client_late_attach_copysites)}
 
 
 def main() -> None:

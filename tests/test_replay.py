@@ -110,6 +110,43 @@ def test_client_fixture():
     assert len({r["conn"]["peer"] for r in recs}) == 1
 
 
+def _fns(name):
+    _, raws = read_events(str(FIXTURES / name))
+    evs = [events.decode_py(r, 0) for r in raws]
+    return evs, {e.fn for e in evs if e.kind == events.Kind.DATA}
+
+
+def test_copy_site_server_fixture():
+    """Recorded under the default placement: one event per TLS record, from inside OpenSSL's record layer."""
+    evs, fns = _fns("python_ssl_server_copysites.events.jsonl")
+    assert fns == {events.Fn.OSSL_READ_BYTES, events.Fn.OSSL_WRITE_BYTES}
+    recs = run("python_ssl_server_copysites.events.jsonl")
+    reqs = [r for r in recs if r["kind"] == "request"]
+    resps = [r for r in recs if r["kind"] == "response"]
+    assert sorted(hdr(r, "X-Request-Id") for r in reqs) == sorted(f"cs-{i}" for i in range(8))
+    assert len(resps) == 8 and all(r["request"] for r in resps)
+    assert {r["conn"]["attribution"] for r in recs} == {"socket"}  # from each connection's handshake
+    assert len({r["conn"]["peer"] for r in recs}) == 2
+    assert not any(r["truncated"] for r in recs)
+    assert not any(s in json.dumps(recs) for s in SECRETS)
+
+
+def test_copy_site_client_attached_late_gets_its_peer_from_the_first_request():
+    """The client's connection existed before hdrlog: its first write at the copy site has no tuple
+    (Attr.LINK_NEXT), the LINK its own send emitted follows, and the consumer holds the write for it."""
+    evs, _ = _fns("client_late_attach_copysites.events.jsonl")
+    data = [e for e in evs if e.kind == events.Kind.DATA]
+    assert data[0].attr == events.Attr.LINK_NEXT and data[0].peer is None
+    assert evs[1].kind == events.Kind.LINK and evs[1].peer
+    recs = run("client_late_attach_copysites.events.jsonl")
+    assert [(r["direction"], r["kind"]) for r in recs] == [("out", "request"), ("in", "response")] * 3
+    assert all(r["conn"]["peer"] == evs[1].peer for r in recs)
+    assert recs[0]["conn"]["attribution"] == "send-after" and recs[0]["conn"]["role"] == "client"
+    # SSL_peek looked at each response before SSL_read took it: reported once
+    assert [r["request"]["path"] for r in recs if r["kind"] == "response"] == [
+        f"/size/{5000 + i}?peek={i}" for i in range(3)]
+
+
 def test_lost_event_resynchronises(tmp_path):
     """Drop the event carrying one request and flag the loss on the next event, as the kernel does."""
 
