@@ -59,9 +59,11 @@ def test_python_ssl_server_ex_path(procs, hdrlog, certs, placement):
 
 
 @pytest.mark.skipif(not nginx_available(), reason="nginx not installed")
-def test_nginx_two_workers_through_master(procs, hdrlog, certs, tmp_path):
+@pytest.mark.parametrize("placement", ["auto", "functions"])
+def test_nginx_two_workers_through_master(procs, hdrlog, certs, tmp_path, placement):
+    """Copy sites (auto) and function probes capture the same exchange (placement does not change what is seen)."""
     master, port, _ = start_nginx(procs, certs, tmp_path)
-    h = hdrlog(master.pid)
+    h = hdrlog(master.pid, extra=("--placement", placement))
     # both workers are attached through the master
     deadline = time.monotonic() + 5
     while h.stderr().count("(nginx)") < 3 and time.monotonic() < deadline:
@@ -86,14 +88,17 @@ s.listen(0, '127.0.0.1', () => console.log('listening ' + s.address().port));
 """
 
 
-def test_node_https_static_openssl(procs, hdrlog, certs, tmp_path):
-    """node carries OpenSSL inside its executable and uses memory BIOs."""
+@pytest.mark.parametrize("placement", ["auto", "functions"])
+def test_node_https_static_openssl(procs, hdrlog, certs, tmp_path, placement):
+    """node carries OpenSSL inside its executable and uses memory BIOs; copy sites (auto) and function probes
+    capture the same exchange."""
     cert, key = certs
     js = tmp_path / "server.js"
     js.write_text(NODE_SERVER)
     node, port = start_server(procs, ["node", str(js), key, cert])
-    h = hdrlog(node.pid)
+    h = hdrlog(node.pid, extra=("--placement", placement, "--verbose"))
     assert "openssl-static" in h.stderr()
+    assert ("ossl_rcopy" in h.stderr()) == (placement == "auto"), h.stderr()
     conns = run_client(port, "node", requests=6, connections=2)
     records = h.stop()
     reqs, resps = check_exchange(records, "node", {c["local_port"] for c in conns}, "server", 6)
