@@ -94,3 +94,22 @@ def test_an_argument_overwritten_on_one_path_is_nowhere():
     # push rbx; mov rbx, rdi; test esi, esi; je 1f; mov rbx, [rbx+8]; 1: call .+0x100; nop; pop rbx; ret
     _, st = flow("534889fb85f67404488b5b08e8fb000000905bc3")
     assert locs(st, 0) == []
+
+
+def test_a_call_overwrites_what_lies_below_rsp():
+    # sub rsp, 0x10; mov [rsp], rdi; add rsp, 0x10; call .+0x100; sub rsp, 0x10; nop  (the slot is stale there)
+    _, st = flow("4883ec1048893c244883c410e8fb0000004883ec10904883c410c3")
+    assert locs(st, 0) == []
+
+
+def test_rep_stos_may_write_anything_at_or_above_its_escaped_start():
+    # sub rsp, 0x40; mov [rsp+0x20], rdi; mov [rsp], rdi; lea rdi, [rsp+0x10]; xor eax, eax; mov ecx, 4;
+    # rep stosq; nop  (32 bytes from +0x10 cover +0x20; +0 is below)
+    _, st = flow("4883ec4048897c242048893c24488d7c241031c0b904000000f348ab904883c440c3")
+    assert locs(st, 0) == [(None, 0)]
+
+
+def test_an_indexed_frame_address_escapes_from_its_base():
+    # sub rsp, 0x40; mov [rsp+0x20], rdi; mov [rsp], rdi; lea rax, [rsp+rcx*8+0x10]; mov [rax], rdx; nop
+    _, st = flow("4883ec4048897c242048893c24488d44cc10488910904883c440c3")
+    assert locs(st, 0) == [("rdi", None), (None, 0)]

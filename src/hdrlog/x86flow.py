@@ -306,6 +306,9 @@ class Flow:
             for r in CALLER_SAVED:
                 st.regs[r] = UNK
             st.kill_from(self.lowest_escaped)
+            sp = self._rsp(st)  # the callee's frame (and its return address) goes below rsp: nothing there survives
+            for off in [o for o in st.slots if sp is None or o < sp]:
+                del st.slots[off]
             if insn.target is not None and self.noreturn(insn.target):
                 return []
             return [nxt]
@@ -354,6 +357,8 @@ class Flow:
                 ex = ("const", insn.address + insn.size + disp)
             elif base in FULL and index is None and b[0] is not None and b[0][0] in ("sp", "const"):
                 ex = (b[0][0], b[0][1] + disp)
+            elif b[0] is not None and b[0][0] == "sp":  # into a frame object, at an index: it escapes from there
+                self._escape(((("sp", b[0][1] + disp)), _E))
             self._write_reg(st, ops[0][1], ops[0][2], (ex, b[1] | i[1]))
             return
         if m in ("xor", "sub") and len(ops) == 2 and ops[0][0] == ops[1][0] == "reg" and ops[0][1] == ops[1][1]:
@@ -388,13 +393,14 @@ class Flow:
                 st.regs["rsp"] = UNK
             elif r in GPRS:
                 st.regs[r] = v
-        wrote_mem = False
+        if insn.mnemonic.startswith("rep"):
+            # rep stos/movs: rcx elements from rdi, which can only point into the frame at or above an escaped
+            # address (a frame address in rdi escaped when it got there); without rep, one store like any other
+            st.kill_from(self.lowest_escaped)
+            return
         for op in ops:
             if op[0] == "mem" and op[3] & capstone.CS_AC_WRITE:
                 self._write_mem(st, op[1], op[2], v)
-                wrote_mem = True
-        if insn.mnemonic.startswith(("rep", "stos", "movs")) and not wrote_mem:
-            st.kill_from(self.lowest_escaped)
 
 
 # ---------------------------------------------------------------------------------- what a state says
