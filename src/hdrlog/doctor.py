@@ -288,7 +288,8 @@ def _attribution(kind: str, cmdline: str) -> tuple[str, str]:
         return "info", ("inferred: this looks like an asyncio server (memory BIO): addresses come from the "
                         "thread's socket I/O around each TLS call (recv-before/send-after)")
     return "ok", ("exact: a libssl socket BIO reads/writes its socket inside each TLS call (socket); a memory-BIO "
-                  "program (asyncio SSLObject) would be inferred instead")
+                  "program (asyncio SSLObject) would be inferred instead, and so is, at copy sites (the default "
+                  "placement), a connection opened before hdrlog attached (recv-before/send-after)")
 
 
 def process_checks(r: Report, pid: int) -> list:
