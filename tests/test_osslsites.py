@@ -82,3 +82,24 @@ def test_a_file_without_openssl_says_why(tmp_path):
     f, _, _ = found("/bin/true")
     assert not f.read and not f.write
     assert "not found" in f.why_read
+
+
+def test_openssl_3_2_or_later_is_not_analysed():
+    """3.2 rewrote the record layer and 4.0 moved the SSL_METHOD slots (seen here: cryptography's OpenSSL 4.0.0,
+    whose +0x68 is not ssl3_read_bytes): a library exporting 3.2's QUIC API gets no copy sites at all."""
+    if not os.path.exists(LIBSSL):
+        pytest.skip(f"{LIBSSL} is not installed")
+
+    class Newer(ElfFile):
+        def lookup(self, names, tables=(".dynsym", ".symtab")):
+            found = super().lookup(names, tables)
+            if "SSL_handle_events" in names:
+                found["SSL_handle_events"] = super().lookup(["SSL_read"])["SSL_read"]
+            return found
+
+    osslsites._memo.clear()
+    with Newer(LIBSSL) as elf:
+        f = osslsites.find(elf)
+    osslsites._memo.clear()
+    assert not f.read and not f.write
+    assert f.why_read.startswith("OpenSSL 3.2 or later (it has SSL_handle_events)")

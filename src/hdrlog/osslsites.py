@@ -88,7 +88,17 @@ def find(elf: ElfFile, symbols: dict[str, Symbol] | None = None) -> Found:
     return found
 
 
+# public API that OpenSSL 3.2 added with QUIC, when the record layer was rewritten (tls_write_records; the
+# SSL_METHOD table changed too: OpenSSL 4.0's +0x68 is not ssl3_read_bytes)
+_NEWER = ("SSL_handle_events", "OSSL_QUIC_client_method", "SSL_new_stream")
+
+
 def _find(elf: ElfFile) -> Found:
+    newer = sorted(elf.lookup(list(_NEWER)))
+    if newer:
+        why = (f"OpenSSL 3.2 or later (it has {newer[0]}): its record layer was rewritten, and only 3.0/1.1.1's is "
+               "analysed")
+        return Found((), (), why, why)
     try:
         fns = _functions(elf)
     except _NotProven as e:
