@@ -94,6 +94,9 @@ _NEWER = ("SSL_handle_events", "OSSL_QUIC_client_method", "SSL_new_stream")
 
 
 def _find(elf: ElfFile) -> Found:
+    # every name this module asks for, in one scan of the symbol tables (ElfFile memoises per name; node's .symtab
+    # has ~100k entries)
+    elf.lookup([*_NEWER, *_METHOD_SLOTS, *_METHODS, "do_ssl3_write", "memcpy", "EVP_CIPHER_CTX_ctrl"])
     newer = sorted(elf.lookup(list(_NEWER)))
     if newer:
         why = (f"OpenSSL 3.2 or later (it has {newer[0]}): its record layer was rewritten, and only 3.0/1.1.1's is "
