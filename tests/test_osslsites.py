@@ -53,6 +53,11 @@ def test_debian_libssl():
     # 54489: EVP_CIPHER_CTX_ctrl(ctx, 0x1a = MULTIBLOCK_ENCRYPT, 0x20, rcx = &param) with the SSL* in r12 (542fa:
     # mov r12, r13); the AAD call at 5442a (esi 0x19) is not a site
     assert [(s.vaddr, s.conn) for s in mbs] == [(0x54489, Loc("r12", None, 8))]
+    # stripped: the functions' extents come from .eh_frame (ehframe.py), one FDE each, starting at the entry
+    from hdrlog import ehframe
+
+    with ElfFile(LIBSSL) as elf:
+        assert ehframe.fde_range(elf, 0x54FA2)[0] == 0x54760 and ehframe.fde_range(elf, 0x540A2) == (0x53EE0, 0x5475E)
 
 
 def test_node_with_symbols_agrees_with_its_method_table():

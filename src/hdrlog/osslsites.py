@@ -24,7 +24,7 @@ import struct
 import threading
 from dataclasses import dataclass
 
-from hdrlog import x86flow
+from hdrlog import ehframe, x86flow
 from hdrlog.elfsyms import ElfFile, Symbol
 
 APP_DATA = 23
@@ -104,7 +104,7 @@ def _find(elf: ElfFile) -> Found:
         return Found((), (), why, why)
     try:
         fns = _functions(elf)
-    except _NotProven as e:
+    except (_NotProven, ehframe.Unsupported) as e:
         return Found((), (), str(e), str(e))
     lib = _Lib(elf)
     read, why_read = _guard(lambda: _read_sites(elf, lib, fns))
@@ -115,7 +115,7 @@ def _find(elf: ElfFile) -> Found:
 def _guard(fn) -> tuple[tuple[CopySite, ...], str]:
     try:
         return fn()
-    except (_NotProven, x86flow.Unsupported) as e:
+    except (_NotProven, x86flow.Unsupported, ehframe.Unsupported) as e:
         return (), str(e)
 
 
@@ -133,7 +133,7 @@ def _functions(elf: ElfFile) -> dict[str, tuple[int, tuple[int, int]]]:
         entry = sym.vaddr if sym is not None else by_table
         if entry is None:
             raise _NotProven(f"{name} not found (no symbol, no TLS_server_method table)")
-        rng = (sym.vaddr, sym.vaddr + sym.size) if sym is not None and sym.size else x86flow.fde_range(elf, entry)
+        rng = (sym.vaddr, sym.vaddr + sym.size) if sym is not None and sym.size else ehframe.fde_range(elf, entry)
         if rng is None or rng[0] != entry:
             raise _NotProven(f"the extent of {name} at {entry:#x} is unknown (no symbol size, no .eh_frame entry "
                              "starting there)")
