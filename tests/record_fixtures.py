@@ -56,15 +56,20 @@ def client(port: int, tag: str, n: int, conns: int, *extra) -> None:
                     "--connections", str(conns), *extra], check=True, stdout=subprocess.DEVNULL)
 
 
-def python_ssl_server_keepalive(tmp: Path, cert: str, key: str) -> None:
-    """Python ssl server (SSL_read_ex/SSL_write_ex, socket BIO): 14 varied requests on 2 connections."""
+def _gateway_scenario(tmp: Path, cert: str, key: str, name: str, tag: str, requests: int, conns: int) -> None:
+    """hdrlog's demo gateway (Python ssl: SSL_read_ex/SSL_write_ex, socket BIO) and its demo client."""
     gw, port = start_gateway(subprocess.Popen, (cert, key))
     try:
-        h = attach(gw.pid, "python_ssl_server_keepalive", tmp)
-        client(port, "fx", 14, 2)
-        finish(h, "python_ssl_server_keepalive", tmp)
+        h = attach(gw.pid, name, tmp)
+        client(port, tag, requests, conns)
+        finish(h, name, tmp)
     finally:
         gw.kill()
+
+
+def python_ssl_server_keepalive(tmp: Path, cert: str, key: str) -> None:
+    """Python ssl server (SSL_read_ex/SSL_write_ex, socket BIO): 14 varied requests on 2 connections."""
+    _gateway_scenario(tmp, cert, key, "python_ssl_server_keepalive", "fx", 14, 2)
 
 
 def node_server_memory_bio(tmp: Path, cert: str, key: str) -> None:
@@ -181,13 +186,7 @@ def mcp_uvicorn_legacy(tmp: Path, cert: str, key: str) -> None:
 def python_ssl_server_copysites(tmp: Path, cert: str, key: str) -> None:
     """The Python ssl server under the default placement, OpenSSL's copy sites (osslsites.py): events per record
     from ssl3_read_bytes/ssl3_write_bytes, no per-call events; 8 requests on 2 connections."""
-    gw, port = start_gateway(subprocess.Popen, (cert, key))
-    try:
-        h = attach(gw.pid, "python_ssl_server_copysites", tmp)
-        client(port, "cs", 8, 2)
-        finish(h, "python_ssl_server_copysites", tmp)
-    finally:
-        gw.kill()
+    _gateway_scenario(tmp, cert, key, "python_ssl_server_copysites", "cs", 8, 2)
 
 
 def client_late_attach_copysites(tmp: Path, cert: str, key: str) -> None:
