@@ -128,6 +128,12 @@ static __always_inline void hdrlog_linked_set(__u32 pid, __u64 conn)
 	linked.update(&k, &one);
 }
 
+static __always_inline void hdrlog_linked_clear(__u32 pid, __u64 conn)
+{
+	struct hdrlog_connkey k = {.pid = pid, .conn = conn};
+	linked.delete(&k);
+}
+
 static __always_inline void hdrlog_count(int slot, __u64 n)
 {
 	__u64 *v = stats.lookup(&slot);

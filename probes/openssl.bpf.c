@@ -105,8 +105,7 @@ int ossl_free_enter(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	hdrlog_emit_meta(id, PT_REGS_PARM1(ctx), HDRLOG_EV_CLOSE, HDRLOG_FN_SSL_FREE, HDRLOG_ATTR_NONE, 0, 0);
-	struct hdrlog_connkey k = {.pid = id >> 32, .conn = PT_REGS_PARM1(ctx)};
-	linked.delete(&k);
+	hdrlog_linked_clear(id >> 32, PT_REGS_PARM1(ctx));
 	return 0;
 }
 
@@ -145,24 +144,24 @@ static __always_inline void ossl_copy_emit(__u64 conn, __u64 buf, __u64 n, __u8 
 	c.conn = conn;
 	c.buf = buf;
 	c.fn = fn;
-	int known = hdrlog_linked(id >> 32, conn);
-	if (!known && dir == HDRLOG_DIR_OUT)
-		c.attr = HDRLOG_ATTR_LINK_NEXT; /* the consumer holds this event for the link asked for below */
-	if (!known && dir == HDRLOG_DIR_IN) {
-		/* no call to attribute: the socket this thread last received on (in nginx, inside this SSL_read) */
-		struct hdrlog_thread *t = hdrlog_thread_get(0);
-		if (t && t->hint_valid) {
-			__builtin_memcpy(&c.tuple, &t->hint, sizeof(c.tuple));
-			c.attr = HDRLOG_ATTR_RECV_BEFORE;
+	if (!hdrlog_linked(id >> 32, conn)) {
+		if (dir == HDRLOG_DIR_OUT) {
+			/* the socket this thread sends on next carries the records (socket BIO: inside this call): its
+			 * LINK follows, and the consumer holds this event for it */
+			struct hdrlog_thread *t = hdrlog_thread_get(1);
+			if (t)
+				t->send_pending = conn;
+			c.attr = HDRLOG_ATTR_LINK_NEXT;
+		} else {
+			/* no call to attribute: the socket this thread last received on (in nginx, inside this SSL_read) */
+			struct hdrlog_thread *t = hdrlog_thread_get(0);
+			if (t && t->hint_valid) {
+				__builtin_memcpy(&c.tuple, &t->hint, sizeof(c.tuple));
+				c.attr = HDRLOG_ATTR_RECV_BEFORE;
+			}
 		}
 	}
 	hdrlog_emit_data(id, &c, n, dir);
-	if (!known && dir == HDRLOG_DIR_OUT) {
-		/* the socket this thread sends on next carries the records (socket BIO: inside this call) */
-		struct hdrlog_thread *t = hdrlog_thread_get(1);
-		if (t)
-			t->send_pending = conn;
-	}
 }
 
 /* `call memcpy(buf + done, record data, n)` in ssl3_read_bytes: rsi = plaintext, rdx = n; only application data

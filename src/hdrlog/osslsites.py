@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from hdrlog import ehframe, x86flow
 from hdrlog.elfsyms import ElfFile, Symbol
 
-APP_DATA = 23
 MB_ENCRYPT = 0x1A  # EVP_CTRL_TLS1_1_MULTIBLOCK_ENCRYPT
 _METHOD_SLOTS = {"ssl3_read_bytes": 0x68, "ssl3_write_bytes": 0x70, "ssl3_dispatch_alert": 0x78}
 _METHODS = ("TLS_server_method", "TLS_method", "TLS_client_method")
@@ -227,7 +226,7 @@ class _Lib:
         if target in self._names:
             return self._names[target]
         name = None
-        if any(lo <= target < hi for lo, hi in self._plt):
+        if self.is_plt(target):
             for i in x86flow.MD.disasm(self.elf.read_vaddr(target, 16) or b"", target):
                 if i.mnemonic.endswith("jmp") and i.operands and i.operands[0].type == x86flow.X.X86_OP_MEM \
                         and i.reg_name(i.operands[0].mem.base) == "rip":
@@ -344,7 +343,7 @@ def _write_sites(elf: ElfFile, lib: _Lib, fns) -> tuple[tuple[CopySite, ...], st
                                Loc("rsi", None, 4), None, "do_ssl3_write"))
         elif _target_named(elf, lib, insn.target, "EVP_CIPHER_CTX_ctrl"):
             ctrl_calls += 1
-            if st.get("rsi")[0] is None or st.get("rsi")[0] != ("const", MB_ENCRYPT):
+            if st.get("rsi")[0] != ("const", MB_ENCRYPT):
                 continue
             if not inside:
                 raise _NotProven(f"the multi-block encryption at {a:#x} lies outside ssl3_write_bytes' range")

@@ -25,27 +25,14 @@ import capstone
 from capstone import x86_const as X
 
 from hdrlog.elfsyms import ElfFile, Symbol
+from hdrlog.x86flow import FULL, MD
 
 WINDOW = 96  # bytes of a function examined
 MAX_INSNS = 24
 
-_MD = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-_MD.detail = True
-
-# Sub-registers fold into their 64-bit register.
-_FULL = {}
-for full, subs in {
-    "rax": ("eax", "ax", "al", "ah"), "rbx": ("ebx", "bx", "bl", "bh"), "rcx": ("ecx", "cx", "cl", "ch"),
-    "rdx": ("edx", "dx", "dl", "dh"), "rsi": ("esi", "si", "sil"), "rdi": ("edi", "di", "dil"),
-    "rbp": ("ebp", "bp", "bpl"), "rsp": ("esp", "sp", "spl"),
-    **{f"r{i}": (f"r{i}d", f"r{i}w", f"r{i}b") for i in range(8, 16)},
-}.items():
-    _FULL[full] = full
-    for s in subs:
-        _FULL[s] = full
-
-# registers each SysV argument lives in
-ARG_REGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+# the disassembler and register names x86flow (the copy sites' analysis) uses too: sub-registers fold into their
+# 64-bit register
+_MD, _FULL = MD, FULL
 
 
 @dataclass(frozen=True)

@@ -37,20 +37,18 @@ NORETURN = frozenset({"__stack_chk_fail", "abort", "exit", "_exit", "__assert_fa
 MD = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 MD.detail = True
 
-# register name -> (64-bit register, width in bytes)
+# register name -> its 64-bit register
 FULL: dict[str, str] = {}
-WIDTH: dict[str, int] = {}
 for _full, _subs in {
     "rax": ("eax", "ax", "al", "ah"), "rbx": ("ebx", "bx", "bl", "bh"), "rcx": ("ecx", "cx", "cl", "ch"),
     "rdx": ("edx", "dx", "dl", "dh"), "rsi": ("esi", "si", "sil"), "rdi": ("edi", "di", "dil"),
     "rbp": ("ebp", "bp", "bpl"), "rsp": ("esp", "sp", "spl"),
     **{f"r{i}": (f"r{i}d", f"r{i}w", f"r{i}b") for i in range(8, 16)},
 }.items():
-    FULL[_full], WIDTH[_full] = _full, 8
-    for _s, _w in zip(_subs, (4, 2, 1, 1)):
-        FULL[_s], WIDTH[_s] = _full, _w
+    FULL[_full] = _full
+    for _s in _subs:
+        FULL[_s] = _full
 GPRS = frozenset(FULL.values())
-_IGNORED = frozenset({"rip", "rflags", "eflags", "fs", "gs", "cs", "ds", "es", "ss"})
 
 
 class Unsupported(Exception):
